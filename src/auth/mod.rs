@@ -1,0 +1,31 @@
+//! Client authentication: SCRAM-SHA-256 against verifiers from config (DESIGN §5).
+//!
+//! Pure logic; the session stage does the message I/O.
+
+pub(crate) mod scram;
+
+use crate::error::{ClientError, ClientFacing, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub(crate) enum AuthError {
+    #[error("password authentication failed for user \"{0}\"")]
+    Failed(String),
+    #[error("malformed SASL exchange: {0}")]
+    Protocol(String),
+    #[error("SASL mechanism {0:?} is not supported: use SCRAM-SHA-256")]
+    Mechanism(String),
+    #[error("user \"{user}\" may not use tenant \"{tenant}\"")]
+    TenantNotAllowed { user: String, tenant: String },
+}
+
+impl ClientFacing for AuthError {
+    fn to_client(&self) -> ClientError {
+        let code = match self {
+            AuthError::Failed(_) => INVALID_PASSWORD,
+            AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
+            AuthError::TenantNotAllowed { .. } => INVALID_AUTHORIZATION,
+        };
+        ClientError::new(code, self.to_string())
+    }
+}

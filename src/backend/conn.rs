@@ -1,0 +1,34 @@
+//! One authenticated server connection and what pgtenant knows about its session state.
+
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// Where to send a CancelRequest for this server connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CancelTarget {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) pid: i32,
+    pub(crate) secret: Vec<u8>,
+}
+
+/// What the previous user of a server connection may have left on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    /// Fresh, or reset since.
+    Clean,
+    /// Used by this tenant; others need a reset first.
+    UsedBy(Arc<str>),
+}
+
+#[derive(Debug)]
+pub(crate) struct ServerConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) cancel: CancelTarget,
+    pub(crate) created: Instant,
+    pub(crate) last_used: Instant,
+    pub(crate) state: SessionState,
+    /// Set when a session-mode client left: reset before anyone's next use.
+    pub(crate) needs_reset: bool,
+}

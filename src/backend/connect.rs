@@ -1,0 +1,247 @@
+//! Opens a server connection: TCP, StartupMessage, authentication (SCRAM-SHA-256, md5,
+//! cleartext, trust), then ParameterStatus/BackendKeyData up to the first ReadyForQuery.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::BackendError;
+use super::conn::{CancelTarget, ServerConn, SessionState};
+use crate::config::Shard;
+use crate::protocol::header::{Header, backend};
+use crate::protocol::messages::error_fields;
+
+const AUTH_OK: i32 = 0;
+const AUTH_CLEARTEXT: i32 = 3;
+const AUTH_MD5: i32 = 5;
+const AUTH_SASL: i32 = 10;
+const AUTH_SASL_CONTINUE: i32 = 11;
+const AUTH_SASL_FINAL: i32 = 12;
+
+/// The server's `ParameterStatus` values, replayed to clients at login.
+pub(crate) type ServerParams = Vec<(String, String)>;
+
+/// Connects to `shard` as `role` on `database`.
+pub(crate) async fn connect(
+    shard: &Shard,
+    database: &str,
+    role: &str,
+    timeout: Duration,
+) -> Result<(ServerConn, ServerParams), BackendError> {
+    match tokio::time::timeout(timeout, connect_inner(shard, database, role)).await {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::Unreachable {
+            shard: shard.name.clone(),
+            addr: format!("{}:{}", shard.host, shard.port),
+            reason: format!("timed out after {:.1}s", timeout.as_secs_f64()),
+        }),
+    }
+}
+
+struct Upstream<'a> {
+    shard: &'a Shard,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Upstream<'_> {
+    fn lost(&self, e: impl std::fmt::Display) -> BackendError {
+        BackendError::Lost {
+            shard: self.shard.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn send(&mut self, out: &BytesMut) -> Result<(), BackendError> {
+        self.stream.write_all(out).await.map_err(|e| self.lost(e))
+    }
+
+    /// Reads one whole message (tag, body).
+    async fn recv(&mut self) -> Result<(u8, BytesMut), BackendError> {
+        loop {
+            if let Some(h) = Header::parse(&self.buf) {
+                if !h.is_valid() {
+                    return Err(self.lost("invalid message length from server"));
+                }
+                if self.buf.len() >= h.total() {
+                    let mut msg = self.buf.split_to(h.total());
+                    if h.tag == backend::ERROR_RESPONSE {
+                        let (code, message) = error_fields(&msg);
+                        return Err(BackendError::Rejected {
+                            shard: self.shard.name.clone(),
+                            code,
+                            message,
+                            raw: msg.freeze(),
+                        });
+                    }
+                    msg.advance(Header::SIZE);
+                    return Ok((h.tag, msg));
+                }
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| self.lost(e))?;
+            if n == 0 {
+                return Err(self.lost("server closed the connection during login"));
+            }
+        }
+    }
+
+    fn password(&self) -> Result<&str, BackendError> {
+        self.shard
+            .password
+            .as_deref()
+            .ok_or_else(|| BackendError::NoPassword {
+                shard: self.shard.name.clone(),
+            })
+    }
+}
+
+async fn connect_inner(
+    shard: &Shard,
+    database: &str,
+    role: &str,
+) -> Result<(ServerConn, ServerParams), BackendError> {
+    let addr = format!("{}:{}", shard.host, shard.port);
+    let stream = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| BackendError::Unreachable {
+            shard: shard.name.clone(),
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let _ = stream.set_nodelay(true);
+    let mut up = Upstream {
+        shard,
+        stream,
+        buf: BytesMut::with_capacity(8192),
+    };
+    let mut out = BytesMut::new();
+    frontend::startup_message(
+        [
+            ("user", role),
+            ("database", database),
+            ("application_name", "pgtenant"),
+            ("client_encoding", "UTF8"),
+        ],
+        &mut out,
+    )
+    .map_err(|e| up.lost(e))?;
+    up.send(&out).await?;
+    authenticate(&mut up, role).await?;
+
+    let mut params = Vec::new();
+    let mut cancel = None;
+    loop {
+        let (tag, mut body) = up.recv().await?;
+        match tag {
+            backend::PARAMETER_STATUS => {
+                let mut parts = body[..].split(|b| *b == 0);
+                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                params.push((name, value));
+            }
+            backend::BACKEND_KEY_DATA if body.len() >= 8 => {
+                let pid = body.get_i32();
+                cancel = Some(CancelTarget {
+                    host: shard.host.clone(),
+                    port: shard.port,
+                    pid,
+                    secret: body.to_vec(),
+                });
+            }
+            backend::READY_FOR_QUERY => break,
+            backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
+            other => {
+                return Err(up.lost(format!(
+                    "unexpected message '{}' during login",
+                    other as char
+                )));
+            }
+        }
+    }
+    let cancel = cancel.ok_or_else(|| up.lost("server sent no BackendKeyData"))?;
+    let now = Instant::now();
+    Ok((
+        ServerConn {
+            stream: up.stream,
+            cancel,
+            created: now,
+            last_used: now,
+            state: SessionState::Clean,
+            needs_reset: false,
+        },
+        params,
+    ))
+}
+
+async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendError> {
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let (tag, mut body) = up.recv().await?;
+        if tag != backend::AUTHENTICATION || body.len() < 4 {
+            return Err(up.lost(format!(
+                "expected an authentication request, got '{}'",
+                tag as char
+            )));
+        }
+        let code = body.get_i32();
+        let mut out = BytesMut::new();
+        match code {
+            AUTH_OK => return Ok(()),
+            AUTH_CLEARTEXT => {
+                let pw = up.password()?.to_owned();
+                frontend::password_message(pw.as_bytes(), &mut out).map_err(|e| up.lost(e))?;
+            }
+            AUTH_MD5 if body.len() >= 4 => {
+                let salt = [body[0], body[1], body[2], body[3]];
+                let hash = md5_hash(role.as_bytes(), up.password()?.as_bytes(), salt);
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| up.lost(e))?;
+            }
+            AUTH_SASL => {
+                let offers_scram = body
+                    [..].split(|b| *b == 0)
+                    .any(|m| m == crate::auth::scram::MECHANISM.as_bytes());
+                if !offers_scram {
+                    return Err(BackendError::AuthMethod {
+                        shard: up.shard.name.clone(),
+                        method: String::from_utf8_lossy(&body).replace('\0', " "),
+                    });
+                }
+                let s = ScramSha256::new(up.password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(crate::auth::scram::MECHANISM, s.message(), &mut out)
+                    .map_err(|e| up.lost(e))?;
+                scram = Some(s);
+            }
+            AUTH_SASL_CONTINUE => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| up.lost("SASL continue without a SASL exchange"))?;
+                s.update(&body).map_err(|e| up.lost(e))?;
+                frontend::sasl_response(s.message(), &mut out).map_err(|e| up.lost(e))?;
+            }
+            AUTH_SASL_FINAL => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| up.lost("SASL final without a SASL exchange"))?;
+                s.finish(&body)
+                    .map_err(|e| up.lost(format!("server signature invalid: {e}")))?;
+                continue;
+            }
+            other => {
+                return Err(BackendError::AuthMethod {
+                    shard: up.shard.name.clone(),
+                    method: format!("authentication request code {other}"),
+                });
+            }
+        }
+        up.send(&out).await?;
+    }
+}

@@ -1,0 +1,53 @@
+//! Connecting and authenticating to shards (the upstream side), and the server connection type
+//! the pools hold.
+
+pub(crate) mod connect;
+pub(crate) mod conn;
+
+use crate::error::{ClientError, ClientFacing, CONNECTION_FAILURE, UNABLE_TO_CONNECT};
+use bytes::Bytes;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub(crate) enum BackendError {
+    #[error("could not connect to shard \"{shard}\" ({addr}): {reason}")]
+    Unreachable {
+        shard: String,
+        addr: String,
+        reason: String,
+    },
+    #[error("shard \"{shard}\" refused the connection: {code} {message}")]
+    Rejected {
+        shard: String,
+        code: String,
+        message: String,
+        /// The shard's `ErrorResponse`, forwarded to the client byte for byte.
+        raw: Bytes,
+    },
+    #[error("shard \"{shard}\" asks for an authentication method pgtenant does not support ({method})")]
+    AuthMethod { shard: String, method: String },
+    #[error("shard \"{shard}\" needs a password: set password, password_env or password_file for it")]
+    NoPassword { shard: String },
+    #[error("connection to shard \"{shard}\" lost: {reason}")]
+    Lost { shard: String, reason: String },
+}
+
+impl BackendError {
+    /// The shard's own error message, to forward unchanged.
+    pub(crate) fn upstream_raw(&self) -> Option<&Bytes> {
+        match self {
+            BackendError::Rejected { raw, .. } => Some(raw),
+            _ => None,
+        }
+    }
+}
+
+impl ClientFacing for BackendError {
+    fn to_client(&self) -> ClientError {
+        let code = match self {
+            BackendError::Lost { .. } => CONNECTION_FAILURE,
+            _ => UNABLE_TO_CONNECT,
+        };
+        ClientError::new(code, self.to_string())
+    }
+}

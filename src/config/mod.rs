@@ -1,0 +1,219 @@
+//! Configuration: one TOML file overridable by `PGTENANT__SECTION__KEY` environment variables,
+//! validated into an immutable [`Config`]. Invalid input never starts the proxy: the error
+//! names the key and the reason.
+//!
+//! Owns the vocabulary of the file (placements, sources, pool modes); it must not do I/O beyond
+//! reading the file and the secrets it points to.
+
+mod model;
+pub(crate) mod template;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::scram::Verifier;
+use template::Template;
+use thiserror::Error;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("config: could not read {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Pooling mode of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolMode {
+    /// A server connection is held from the client's login to its logout.
+    Session,
+    /// A server connection is held for one transaction (released on `ReadyForQuery` `I`).
+    Transaction,
+}
+
+/// Where a tenant's rows live (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlacementKind {
+    Database,
+    Schema,
+    Shared,
+}
+
+/// A source a client may name its tenant with (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Jwt,
+    Sni,
+    Options,
+    User,
+    Database,
+}
+
+impl Source {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Source::Jwt => "jwt",
+            Source::Sni => "sni",
+            Source::Options => "options",
+            Source::User => "user",
+            Source::Database => "database",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) max_client_conn: usize,
+    /// 0 means no per-tenant cap.
+    pub(crate) max_tenant_clients: usize,
+    pub(crate) client_login_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSettings {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    /// Refuse clients that do not use TLS.
+    pub(crate) require: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) mode: PoolMode,
+    pub(crate) default_pool_size: usize,
+    pub(crate) query_wait_timeout: Duration,
+    pub(crate) server_idle_timeout: Duration,
+    pub(crate) server_connect_timeout: Duration,
+    pub(crate) server_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Tenancy {
+    pub(crate) sources: Vec<Source>,
+    pub(crate) user_separator: String,
+    pub(crate) sni_suffix: Option<String>,
+    pub(crate) guc: String,
+    /// Placement of tenants not listed; `None` refuses them.
+    pub(crate) unlisted: Option<Rule>,
+}
+
+/// A PostgreSQL server holding tenants.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
+}
+
+/// How to place a tenant: the placement kind with its templates and candidate shards.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) kind: PlacementKind,
+    pub(crate) database: Template,
+    pub(crate) schema: Option<Template>,
+    /// Upstream role; the shard's `user` when not set.
+    pub(crate) role: Option<Template>,
+    /// Shards to choose from by rendezvous hashing (one entry: fixed placement).
+    pub(crate) shards: Vec<String>,
+    pub(crate) pool_mode: Option<PoolMode>,
+    pub(crate) pool_size: Option<usize>,
+}
+
+/// A tenant listed in the directory.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantEntry {
+    pub(crate) name: String,
+    pub(crate) context: String,
+    pub(crate) status: TenantStatus,
+    pub(crate) rule: Rule,
+}
+
+/// A pgtenant user (client side).
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub(crate) verifier: Verifier,
+    /// `None` means all tenants (`"*"`).
+    pub(crate) tenants: Option<Vec<String>>,
+    pub(crate) admin: bool,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub(crate) server: ServerSettings,
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) pool: PoolSettings,
+    pub(crate) tenancy: Tenancy,
+    pub(crate) shards: BTreeMap<String, Arc<Shard>>,
+    pub(crate) tenants: HashMap<String, TenantEntry>,
+    pub(crate) users: HashMap<String, User>,
+}
+
+impl Config {
+    /// Reads `path`, applies `PGTENANT__SECTION__KEY` overrides, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("PGTENANT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigError::Load {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let raw: model::RawConfig = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::invalid(path.display().to_string(), e.to_string()))?;
+        validate::validate(raw, path.parent())
+    }
+
+    /// Parses TOML text (no environment overrides); relative paths resolve from the cwd.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::invalid("<toml>", e.to_string()))?;
+        let raw: model::RawConfig = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::invalid("<toml>", e.to_string()))?;
+        validate::validate(raw, None)
+    }
+
+    /// The address clients connect to.
+    pub fn listen(&self) -> SocketAddr {
+        self.server.listen
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! Validation tests: every error names its key.
+
+use super::Config;
+
+const SHARD: &str = "[shards.a]\nuser = \"pgtenant\"\npassword = \"x\"\n";
+
+fn err(toml: &str) -> String {
+    match Config::from_toml_str(toml) {
+        Ok(_) => panic!("config should be rejected:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_config_is_valid() {
+    let c = Config::from_toml_str(SHARD).expect("valid");
+    assert_eq!(c.listen().port(), 6432);
+    assert_eq!(c.pool.default_pool_size, 20);
+}
+
+#[test]
+fn no_shards_is_refused() {
+    assert!(err("").contains("shards"));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = err(&format!("{SHARD}[pool]\nmode = \"statement\"\n"));
+    assert!(e.contains("pool.mode"), "{e}");
+    let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"database\"\nshard = \"zz\"\n"));
+    assert!(e.contains("tenants.acme.shard") && e.contains("unknown shard"), "{e}");
+    let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"shared\"\n"));
+    assert!(e.contains("tenants.acme.database"), "{e}");
+    let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"database\"\ndatabase = \"erp_{{tenantt}}\"\n"));
+    assert!(e.contains("tenants.acme.database") && e.contains("placeholder"), "{e}");
+    let e = err(&format!("{SHARD}[users.alice]\npassword = \"plaintext\"\n"));
+    assert!(e.contains("users.alice.password") && e.contains("hash-password"), "{e}");
+    let e = err(&format!("{SHARD}[server]\nlisten = \"nowhere\"\n"));
+    assert!(e.contains("server.listen"), "{e}");
+    let e = err(&format!("{SHARD}[tenancy]\nunlisted = \"place\"\n"));
+    assert!(e.contains("tenancy.default"), "{e}");
+    let e = err("[shards.a]\nuser = \"u\"\npassword_env = \"PGTENANT_TEST_SURELY_UNSET\"\n");
+    assert!(e.contains("shards.a.password_env"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let e = err(&format!("{SHARD}[pool]\ndefault_pool_sise = 5\n"));
+    assert!(e.contains("default_pool_sise"), "{e}");
+}
+
+#[test]
+fn templates_and_context() {
+    let c = Config::from_toml_str(&format!(
+        "{SHARD}[tenants.acme]\nplacement = \"shared\"\ndatabase = \"app\"\ncontext = \"3f2a\"\n\
+         [tenancy]\nunlisted = \"place\"\n[tenancy.default]\nplacement = \"database\"\ndatabase = \"erp_{{tenant}}\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.tenants["acme"].context, "3f2a");
+    assert!(c.tenancy.unlisted.is_some());
+}

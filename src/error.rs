@@ -1,0 +1,56 @@
+//! Error kinds and the SQLSTATE codes pgtenant itself sends (DESIGN §7).
+//!
+//! Every stage has its own `thiserror` enum; each implements [`ClientFacing`], which says what
+//! the client may see (code + message). Nothing else in the crate spells a SQLSTATE literal.
+
+/// `08P01` protocol_violation: malformed or unexpected client message.
+pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
+/// `28P01` invalid_password: wrong password / invalid token.
+pub(crate) const INVALID_PASSWORD: &str = "28P01";
+/// `28000` invalid_authorization_specification: user not allowed for tenant, sources disagree,
+/// tenant suspended.
+pub(crate) const INVALID_AUTHORIZATION: &str = "28000";
+/// `3D000` invalid_catalog_name: unknown tenant or database.
+pub(crate) const UNKNOWN_DATABASE: &str = "3D000";
+/// `53300` too_many_connections: client limits reached.
+pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `08006` connection_failure: a shard connection was lost.
+pub(crate) const CONNECTION_FAILURE: &str = "08006";
+/// `08001` sqlclient_unable_to_establish_sqlconnection: a shard could not be reached.
+pub(crate) const UNABLE_TO_CONNECT: &str = "08001";
+/// `57P01` admin_shutdown: the proxy is shutting down.
+pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57014` query_canceled: `query_wait_timeout` expired.
+pub(crate) const QUERY_CANCELED: &str = "57014";
+/// `0A000` feature_not_supported: a protocol feature pgtenant does not offer.
+pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `XX000` internal_error: a bug or an unexpected upstream answer.
+pub(crate) const INTERNAL_ERROR: &str = "XX000";
+
+/// What a client is told about an error: its SQLSTATE and a message meant for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientError {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) detail: Option<String>,
+}
+
+impl ClientError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Implemented by every stage error: the allowlist of what a client may see.
+pub(crate) trait ClientFacing {
+    fn to_client(&self) -> ClientError;
+}

@@ -1,0 +1,37 @@
+//! pgtenant: a tenant-aware PostgreSQL wire-protocol proxy and connection pooler.
+//!
+//! Data flows one way through the modules; each stage consumes the previous stage's value:
+//!
+//! ```text
+//! server (accept) → session::startup (SSL/TLS, SNI, StartupParams) → tenant::hint (unverified)
+//!   → auth (SCRAM) → tenant::resolve (hint + identity → Tenant) → routing (→ Route)
+//!   → pool (checkout) → relay (hot path) → pool (release / reset)
+//! ```
+//!
+//! - [`config`]: TOML + environment → validated, immutable [`config::Config`].
+//! - `protocol`: pure codec, no I/O.
+//! - `stream`, `tls`: client transport (plain TCP or TLS).
+//! - `session`: per-connection driver; the one place that writes errors to clients.
+//! - `auth`, `tenant`, `routing`, `pool`, `backend`, `relay`, `cancel`: the stages.
+//! - [`server`]: accept loop, client limit, shutdown fan-out.
+//! - [`testing`]: throwaway real PostgreSQL clusters for tests and `demo`.
+#![deny(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
+
+pub(crate) mod auth;
+pub(crate) mod backend;
+pub(crate) mod cancel;
+pub mod config;
+pub mod demo;
+pub(crate) mod error;
+pub(crate) mod pool;
+pub(crate) mod protocol;
+pub(crate) mod relay;
+pub(crate) mod routing;
+pub mod server;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod tenant;
+pub mod testing;
+pub(crate) mod tls;
+
+pub use auth::scram::hash_password;

@@ -1,0 +1,95 @@
+//! The `pgtenant` command: `run`, `demo`, `hash-password`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "pgtenant", version, about = "A tenant-aware PostgreSQL proxy and connection pooler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        #[arg(long, short, default_value = "config/pgtenant.toml")]
+        config: PathBuf,
+    },
+    /// Start throwaway PostgreSQL clusters with demo tenants and the proxy in front of them.
+    Demo {
+        /// Port for the proxy.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+    /// Print a SCRAM-SHA-256 verifier for a password read from standard input.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::HashPassword => hash_password(),
+        Command::Run { config } => {
+            let config = match pgtenant::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pgtenant: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            with_runtime(async move {
+                pgtenant::server::run_until_signal(config)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Command::Demo { port } => with_runtime(async move { pgtenant::demo::run(port).await }),
+    }
+}
+
+fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgtenant: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgtenant: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if stdin.lock().read_line(&mut line).is_err() {
+        eprintln!("pgtenant: could not read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("pgtenant: empty password");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", pgtenant::hash_password(password));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,18 @@
+//! Background eviction of expired idle server connections.
+
+use std::sync::Weak;
+
+use super::{Pools, REAP_INTERVAL};
+
+pub(super) fn spawn(pools: Weak<Pools>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REAP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(pools) = pools.upgrade() else { return };
+            for pool in pools.all() {
+                pool.evict_expired();
+            }
+        }
+    });
+}

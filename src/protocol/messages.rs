@@ -1,0 +1,161 @@
+//! Messages pgtenant generates itself. Backend messages are pgwire's types; the writers append
+//! to the caller's buffer so a batch of them costs one write.
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::Message;
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+
+/// Severity of an error pgtenant sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The session ends after this message.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+fn put<M: Message>(msg: &M, buf: &mut BytesMut) {
+    // Only oversized messages fail to encode; everything pgtenant generates is small.
+    if let Err(e) = msg.encode(buf) {
+        tracing::error!(error = %e, "could not encode a generated message");
+    }
+}
+
+/// `ErrorResponse` with severity, SQLSTATE, message and optional detail.
+pub(crate) fn error_response(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+) {
+    let mut fields = vec![
+        (b'S', severity.as_str().to_owned()),
+        (b'V', severity.as_str().to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', message.to_owned()),
+    ];
+    if let Some(d) = detail {
+        fields.push((b'D', d.to_owned()));
+    }
+    put(&ErrorResponse::new(fields), buf);
+}
+
+pub(crate) fn auth_ok(buf: &mut BytesMut) {
+    put(&Authentication::Ok, buf);
+}
+
+pub(crate) fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    put(
+        &Authentication::SASL(mechanisms.iter().map(|m| (*m).to_owned()).collect()),
+        buf,
+    );
+}
+
+pub(crate) fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    put(
+        &Authentication::SASLContinue(bytes::Bytes::copy_from_slice(data)),
+        buf,
+    );
+}
+
+pub(crate) fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    put(
+        &Authentication::SASLFinal(bytes::Bytes::copy_from_slice(data)),
+        buf,
+    );
+}
+
+pub(crate) fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    put(&ParameterStatus::new(name.to_owned(), value.to_owned()), buf);
+}
+
+pub(crate) fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    put(&BackendKeyData::new(pid, SecretKey::I32(secret)), buf);
+}
+
+pub(crate) fn ready_for_query_idle(buf: &mut BytesMut) {
+    put(&ReadyForQuery::new(TransactionStatus::Idle), buf);
+}
+
+/// Tells a client asking for protocol 3.x (x > 0) that 3.0 is spoken, and which `_pq_`
+/// options were not recognised.
+pub(crate) fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
+    put(&NegotiateProtocolVersion::new(0, unsupported), buf);
+}
+
+/// Frontend `Query` message, for the statements pgtenant injects upstream.
+pub(crate) fn query(buf: &mut BytesMut, sql: &str) {
+    buf.put_u8(b'Q');
+    buf.put_u32((4 + sql.len() + 1) as u32);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+}
+
+/// Frontend `Terminate` message.
+pub(crate) fn terminate(buf: &mut BytesMut) {
+    buf.put_u8(b'X');
+    buf.put_u32(4);
+}
+
+/// Quotes a string literal for SQL (`'` doubled); the result is safe with
+/// `standard_conforming_strings = on`, which pgtenant's upstream sessions always have.
+pub(crate) fn quote_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    if value.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Quotes an identifier for SQL (`"` doubled).
+pub(crate) fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Reads the status byte of a complete `ReadyForQuery` message (`I`, `T` or `E`).
+pub(crate) fn ready_status(msg: &[u8]) -> Option<u8> {
+    (msg.len() == 6 && msg[0] == b'Z').then(|| msg[5])
+}
+
+/// Reads the SQLSTATE and message of a complete `ErrorResponse`/`NoticeResponse`.
+pub(crate) fn error_fields(msg: &[u8]) -> (String, String) {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut body = msg.get(5..).unwrap_or_default();
+    while let Some((&field, rest)) = body.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let value = String::from_utf8_lossy(&rest[..end]).into_owned();
+        match field {
+            b'C' => code = value,
+            b'M' => message = value,
+            _ => {}
+        }
+        body = rest.get(end + 1..).unwrap_or_default();
+    }
+    (code, message)
+}

@@ -1,0 +1,81 @@
+//! Placement → where a session's traffic goes: shard, database, upstream role, pool settings
+//! and the statement that scopes a server connection to the tenant (DESIGN §1).
+
+pub(crate) mod hash;
+
+use std::sync::Arc;
+
+use crate::config::template::TemplateVars;
+use crate::config::{Config, PlacementKind, PoolMode, Shard};
+use crate::protocol::messages::{quote_ident, quote_literal};
+use crate::tenant::directory::Tenant;
+
+/// Identity of a pool: the pools are keyed by (shard, database, role).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) shard: String,
+    pub(crate) database: String,
+    pub(crate) role: String,
+}
+
+/// Everything the session needs to serve one tenant.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) kind: PlacementKind,
+    pub(crate) shard: Arc<Shard>,
+    pub(crate) key: PoolKey,
+    pub(crate) mode: PoolMode,
+    pub(crate) pool_size: usize,
+    /// Sent before the client's first message on each server attachment (schema and shared
+    /// placements): `SET search_path …` or `SET <guc> = …`.
+    pub(crate) setup_sql: Option<Arc<str>>,
+}
+
+/// Places `tenant` for the authenticated `user`; `None` only if a rule names no known shard,
+/// which validation rules out.
+pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<Route> {
+    let rule = tenant.rule;
+    let shard_name = hash::choose(&rule.shards, &tenant.name);
+    let shard = config.shards.get(shard_name).cloned()?;
+    let vars = TemplateVars {
+        tenant: &tenant.context,
+        name: &tenant.name,
+        user,
+    };
+    let database = rule.database.render(&vars);
+    let role = rule
+        .role
+        .as_ref()
+        .map(|r| r.render(&vars))
+        .unwrap_or_else(|| shard.user.clone());
+    let setup_sql = match rule.kind {
+        PlacementKind::Database => None,
+        PlacementKind::Schema => {
+            let schema = rule
+                .schema
+                .as_ref()
+                .map(|s| s.render(&vars))
+                .unwrap_or_else(|| tenant.context.clone());
+            Some(format!("SET search_path = {}", quote_ident(&schema)))
+        }
+        PlacementKind::Shared => Some(format!(
+            "SET {} = {}",
+            config.tenancy.guc,
+            quote_literal(&tenant.context)
+        )),
+    };
+    Some(Route {
+        tenant: Arc::from(tenant.name.as_str()),
+        kind: rule.kind,
+        key: PoolKey {
+            shard: shard.name.clone(),
+            database,
+            role,
+        },
+        shard,
+        mode: rule.pool_mode.unwrap_or(config.pool.mode),
+        pool_size: rule.pool_size.unwrap_or(config.pool.default_pool_size),
+        setup_sql: setup_sql.map(Arc::from),
+    })
+}

@@ -1,0 +1,189 @@
+//! Login stage: tenant hint → SCRAM authentication → tenant resolution → route → greeting
+//! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{LoginError, SessionCtx};
+use crate::auth::AuthError;
+use crate::auth::scram::{Exchange, MECHANISM};
+use crate::cancel::CancelHandle;
+use crate::config::Config;
+use crate::pool::{Checkout, Pool};
+use crate::protocol::header::{Header, frontend};
+use crate::protocol::messages;
+use crate::protocol::startup::StartupParams;
+use crate::routing::{Route, route};
+use crate::server::TenantSlot;
+use crate::stream::ClientStream;
+use crate::tenant::{TenantError, directory, hint};
+
+/// Largest authentication message accepted from a client.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+/// A logged-in client, ready for the relay.
+pub(crate) struct LoggedIn {
+    pub(crate) user: String,
+    pub(crate) route: Route,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) cancel: CancelHandle,
+    /// The connection made at login to learn the server's parameters; kept in session mode.
+    pub(crate) first: Option<Checkout>,
+    pub(crate) _tenant_slot: TenantSlot,
+}
+
+pub(crate) async fn login(
+    ctx: &SessionCtx,
+    config: &Config,
+    stream: &mut ClientStream,
+    params: &StartupParams,
+    sni: Option<&str>,
+) -> Result<LoggedIn, LoginError> {
+    let hint = hint::read(&config.tenancy, params, sni)?;
+    let mut out = BytesMut::new();
+    if params.minor_version > 0 || params.params.iter().any(|(k, _)| k.starts_with("_pq_.")) {
+        let unsupported = params
+            .params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.clone())
+            .collect();
+        messages::negotiate_protocol_version(&mut out, unsupported);
+    }
+
+    authenticate(ctx, config, stream, &hint.user, &mut out).await?;
+
+    let tenant_name = hint.tenant.clone().ok_or_else(|| {
+        let names: Vec<&str> = config.tenancy.sources.iter().map(|s| s.as_str()).collect();
+        TenantError::Missing(names.join(", "))
+    })?;
+    if let Some(user) = config.users.get(&hint.user) {
+        if let Some(allowed) = &user.tenants {
+            if !allowed.iter().any(|t| t == &tenant_name) {
+                return Err(AuthError::TenantNotAllowed {
+                    user: hint.user.clone(),
+                    tenant: tenant_name,
+                }
+                .into());
+            }
+        }
+    }
+    let tenant = directory::lookup(config, &tenant_name)?;
+    let route = route(config, &tenant, &hint.user).ok_or(LoginError::NoShard)?;
+    let tenant_slot = ctx
+        .shared
+        .tenant_slot(&route.tenant, config.server.max_tenant_clients)
+        .ok_or_else(|| LoginError::TenantFull(route.tenant.to_string()))?;
+    let pool = ctx.shared.pools.get(&route);
+    let first = if pool.params().is_none() {
+        Some(pool.checkout().await?)
+    } else {
+        None
+    };
+    let cancel = ctx.shared.cancels.register();
+
+    messages::auth_ok(&mut out);
+    let app_name = params.get("application_name").unwrap_or_default();
+    for (name, value) in pool.params().map(Vec::as_slice).unwrap_or_default() {
+        let value = if name == "application_name" {
+            app_name
+        } else {
+            value.as_str()
+        };
+        messages::parameter_status(&mut out, name, value);
+    }
+    messages::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    messages::ready_for_query_idle(&mut out);
+    stream.write_all(&out).await.map_err(LoginError::Io)?;
+
+    let first = match (first, route.mode) {
+        (Some(c), crate::config::PoolMode::Session) => Some(c),
+        (Some(c), crate::config::PoolMode::Transaction) => {
+            c.release();
+            None
+        }
+        (None, _) => None,
+    };
+    Ok(LoggedIn {
+        user: hint.user,
+        route,
+        pool,
+        cancel,
+        first,
+        _tenant_slot: tenant_slot,
+    })
+}
+
+/// SCRAM-SHA-256 against the user's verifier. Unknown users go through the same exchange
+/// against a dummy verifier, so the answer does not tell which users exist.
+async fn authenticate(
+    ctx: &SessionCtx,
+    config: &Config,
+    stream: &mut ClientStream,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<(), LoginError> {
+    let verifier = config
+        .users
+        .get(user)
+        .map(|u| &u.verifier)
+        .unwrap_or(&ctx.shared.dummy_verifier);
+    messages::auth_sasl(out, &[MECHANISM]);
+    stream.write_all(out).await.map_err(LoginError::Io)?;
+    out.clear();
+
+    let mut initial = read_password_message(stream).await?;
+    let mechanism = take_cstr(&mut initial)
+        .ok_or_else(|| AuthError::Protocol("SASLInitialResponse without mechanism".into()))?;
+    if mechanism != MECHANISM {
+        return Err(AuthError::Mechanism(mechanism).into());
+    }
+    if initial.len() < 4 {
+        return Err(AuthError::Protocol("SASLInitialResponse too short".into()).into());
+    }
+    let data_len = initial.get_i32();
+    if data_len < 0 || data_len as usize != initial.len() {
+        return Err(AuthError::Protocol("SASLInitialResponse length mismatch".into()).into());
+    }
+    let (exchange, server_first) = Exchange::start(user, verifier, &initial)?;
+    messages::auth_sasl_continue(out, server_first.as_bytes());
+    stream.write_all(out).await.map_err(LoginError::Io)?;
+    out.clear();
+
+    let client_final = read_password_message(stream).await?;
+    let server_final = exchange.finish(&client_final);
+    let server_final = match (server_final, config.users.contains_key(user)) {
+        (Ok(s), true) => s,
+        (Ok(_), false) | (Err(AuthError::Failed(_)), _) => {
+            return Err(AuthError::Failed(user.to_owned()).into());
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    messages::auth_sasl_final(out, server_final.as_bytes());
+    Ok(())
+}
+
+/// Reads one `p` message (password / SASL response) and returns its body.
+async fn read_password_message(stream: &mut ClientStream) -> Result<BytesMut, LoginError> {
+    let mut head = [0u8; Header::SIZE];
+    stream.read_exact(&mut head).await.map_err(LoginError::Io)?;
+    let h = Header::parse(&head).ok_or(LoginError::Unexpected(0))?;
+    if h.tag != frontend::PASSWORD {
+        return Err(LoginError::Unexpected(h.tag));
+    }
+    if !h.is_valid() || h.len as usize > MAX_AUTH_MESSAGE {
+        return Err(AuthError::Protocol(format!("invalid message length {}", h.len)).into());
+    }
+    let mut body = BytesMut::zeroed(h.len as usize - 4);
+    stream.read_exact(&mut body).await.map_err(LoginError::Io)?;
+    Ok(body)
+}
+
+fn take_cstr(buf: &mut BytesMut) -> Option<String> {
+    let end = buf.iter().position(|b| *b == 0)?;
+    let s = String::from_utf8(buf.split_to(end).to_vec()).ok()?;
+    buf.advance(1);
+    Some(s)
+}

@@ -1,0 +1,133 @@
+//! Per-connection driver: runs the stages in order (startup → login → relay) and is the one
+//! place that writes pgtenant's own errors to clients.
+
+pub(crate) mod login;
+pub(crate) mod startup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::auth::AuthError;
+use crate::error::{ClientError, ClientFacing, INTERNAL_ERROR, PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS};
+use crate::pool::PoolError;
+use crate::relay;
+use crate::server::Shared;
+use crate::tenant::TenantError;
+
+/// What a session needs from the process.
+pub(crate) struct SessionCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) peer: SocketAddr,
+}
+
+#[derive(Debug, Error)]
+pub(crate) enum LoginError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("sorry, too many clients already (max_client_conn)")]
+    TooManyClients,
+    #[error("sorry, too many clients of tenant \"{0}\" already (max_tenant_clients)")]
+    TenantFull(String),
+    #[error("expected a password message, got '{}'", *.0 as char)]
+    Unexpected(u8),
+    #[error("tenant placement names no known shard")]
+    NoShard,
+    #[error("login timed out (client_login_timeout)")]
+    Timeout,
+    #[error("client connection lost during login: {0}")]
+    Io(std::io::Error),
+}
+
+impl ClientFacing for LoginError {
+    fn to_client(&self) -> ClientError {
+        match self {
+            LoginError::Tenant(e) => e.to_client(),
+            LoginError::Auth(e) => e.to_client(),
+            LoginError::Pool(e) => e.to_client(),
+            LoginError::TooManyClients | LoginError::TenantFull(_) => {
+                ClientError::new(TOO_MANY_CONNECTIONS, self.to_string())
+            }
+            LoginError::Unexpected(_) | LoginError::Timeout | LoginError::Io(_) => {
+                ClientError::new(PROTOCOL_VIOLATION, self.to_string())
+            }
+            LoginError::NoShard => ClientError::new(INTERNAL_ERROR, self.to_string()),
+        }
+    }
+}
+
+/// Drives one client connection to its end.
+pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemaphorePermit>) {
+    let _ = tcp.set_nodelay(true);
+    let shared = ctx.shared.clone();
+    let config = shared.config();
+    let tls_required = config.tls.as_ref().is_some_and(|t| t.require);
+    let negotiated = tokio::time::timeout(
+        config.server.client_login_timeout,
+        startup::negotiate(tcp, shared.tls.as_ref(), tls_required),
+    )
+    .await;
+    let (mut stream, params, sni) = match negotiated {
+        Err(_) => return,
+        Ok(Err(failed)) => {
+            tracing::debug!(peer = %ctx.peer, error = %failed.error, "startup failed");
+            if let Some(mut s) = failed.stream {
+                startup::refuse(&mut s, &failed.error.to_client()).await;
+            }
+            return;
+        }
+        Ok(Ok(startup::Negotiated::Cancel { pid, secret })) => {
+            shared.cancels.cancel(pid, &secret).await;
+            return;
+        }
+        Ok(Ok(startup::Negotiated::Client {
+            stream,
+            params,
+            sni,
+        })) => (stream, params, sni),
+    };
+    if slot.is_none() {
+        startup::refuse(&mut stream, &LoginError::TooManyClients.to_client()).await;
+        return;
+    }
+    let login = tokio::time::timeout(
+        config.server.client_login_timeout,
+        login::login(&ctx, &config, &mut stream, &params, sni.as_deref()),
+    )
+    .await
+    .unwrap_or(Err(LoginError::Timeout));
+    let logged_in = match login {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "login refused");
+            if let LoginError::Pool(PoolError::Backend(b)) = &e {
+                if let Some(raw) = b.upstream_raw() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.write_all(raw).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+            startup::refuse(&mut stream, &e.to_client()).await;
+            return;
+        }
+    };
+    tracing::info!(
+        peer = %ctx.peer,
+        user = %logged_in.user,
+        tenant = %logged_in.route.tenant,
+        shard = %logged_in.route.key.shard,
+        database = %logged_in.route.key.database,
+        tls = stream.is_tls(),
+        "client logged in"
+    );
+    let outcome = relay::run(&shared, stream, logged_in).await;
+    tracing::info!(peer = %ctx.peer, outcome = ?outcome, "client disconnected");
+}

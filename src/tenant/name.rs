@@ -1,0 +1,25 @@
+//! What a tenant name may look like. Names end up in database, schema and role templates, so
+//! they are restricted to characters that need no quoting anywhere.
+
+pub(crate) fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_tenant_name;
+
+    #[test]
+    fn names() {
+        assert!(valid_tenant_name("acme"));
+        assert!(valid_tenant_name("globex-2_b"));
+        assert!(!valid_tenant_name(""));
+        assert!(!valid_tenant_name("a;drop"));
+        assert!(!valid_tenant_name("a.b"));
+        assert!(!valid_tenant_name(&"x".repeat(64)));
+    }
+}
