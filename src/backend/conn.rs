@@ -1,5 +1,6 @@
 //! One authenticated server connection and what pgtenant knows about its session state.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -31,4 +32,8 @@ pub(crate) struct ServerConn {
     pub(crate) state: SessionState,
     /// Set when a session-mode client left: reset before anyone's next use.
     pub(crate) needs_reset: bool,
+    /// Names of the statements pgtenant prepared on this connection (content-addressed).
+    pub(crate) prepared: HashSet<Box<str>>,
+    /// A client ran `DISCARD`/`DEALLOCATE`: `prepared` may be stale until the next reset.
+    pub(crate) prepared_unknown: bool,
 }

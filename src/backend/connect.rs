@@ -177,6 +177,8 @@ async fn connect_inner(
             last_used: now,
             state: SessionState::Clean,
             needs_reset: false,
+            prepared: Default::default(),
+            prepared_unknown: false,
         },
         params,
     ))

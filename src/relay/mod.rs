@@ -9,6 +9,12 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+mod expect;
+mod prepared;
+
+use expect::{Expect, Expected};
+use prepared::{Prepared, Statements, cstr};
+
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, PROTOCOL_VIOLATION};
@@ -66,18 +72,39 @@ struct Relay {
     sout: BytesMut,
     /// Body bytes of the current client message still to pass through.
     c_rem: usize,
-    /// Body bytes of the current server message still to pass through.
+    /// Body bytes of the current server message still to pass through (or drop, if hidden).
     s_rem: usize,
-    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
-    owed: usize,
+    /// The current server message is a reply to pgtenant's own request.
+    s_hide: bool,
+    /// Replies the server still owes, in order.
+    expected: Expected,
     /// Extended-protocol messages sent since the last Sync.
     unsynced: bool,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
-    /// ReadyForQuery replies to pgtenant's setup statements still to swallow.
-    swallow: usize,
+    /// The client's named prepared statements.
+    statements: Statements,
     /// The client sent Terminate or closed.
     client_gone: bool,
+    /// Scratch list for statements whose Parse was skipped after an error.
+    dropped: Vec<Box<str>>,
+}
+
+/// Messages the relay must see whole (they are small): it rewrites or reads them.
+fn needs_whole(tag: u8) -> bool {
+    matches!(
+        tag,
+        frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE
+    )
+}
+
+/// Longest Query the relay reads whole to notice `DISCARD`/`DEALLOCATE`; longer ones are
+/// passed through and make the server's statement list count as unknown.
+const QUERY_SCAN_LIMIT: usize = 64 * 1024;
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 impl Relay {
@@ -89,58 +116,146 @@ impl Relay {
             sout: BytesMut::with_capacity(16 * 1024),
             c_rem: 0,
             s_rem: 0,
-            owed: 0,
+            s_hide: false,
+            expected: Expected::default(),
             unsynced: false,
             status: b'I',
-            swallow: 0,
+            statements: Statements::default(),
             client_gone: false,
+            dropped: Vec::new(),
         }
     }
 
     /// Prepares a freshly checked-out server: reset if another tenant (or a session-mode
-    /// client) used it, then the route's setup statement. Queued ahead of the client's bytes.
+    /// client) used it, then the route's setup statement. Queued ahead of the client's bytes,
+    /// so it costs no round trip.
     fn attach(&mut self, conn: &mut ServerConn, route: &Route) {
         let foreign = match &conn.state {
             SessionState::Clean => false,
             SessionState::UsedBy(t) => **t != *route.tenant,
         };
-        let mut setup = BytesMut::new();
         if conn.needs_reset || foreign {
-            messages::query(&mut setup, "DISCARD ALL");
-            self.swallow += 1;
+            messages::query(&mut self.sout, "DISCARD ALL");
+            self.expected.push(Expect::HiddenQuery);
+            conn.prepared.clear();
+            conn.prepared_unknown = false;
+        } else if conn.prepared_unknown {
+            messages::query(&mut self.sout, "DEALLOCATE ALL");
+            self.expected.push(Expect::HiddenQuery);
+            conn.prepared.clear();
+            conn.prepared_unknown = false;
         }
         if let Some(sql) = &route.setup_sql {
-            messages::query(&mut setup, sql);
-            self.swallow += 1;
+            messages::query(&mut self.sout, sql);
+            self.expected.push(Expect::HiddenQuery);
         }
         conn.state = SessionState::UsedBy(route.tenant.clone());
         conn.needs_reset = false;
-        if !setup.is_empty() {
-            setup.extend_from_slice(&self.sout);
-            self.sout = setup;
-        }
         self.status = b'I';
     }
 
     /// True when the server may be handed to someone else.
     fn at_boundary(&self) -> bool {
-        self.owed == 0
+        self.expected.is_empty()
             && !self.unsynced
             && self.status == b'I'
-            && self.swallow == 0
             && self.c_rem == 0
             && self.s_rem == 0
             && self.sin.is_empty()
             && self.sout.is_empty()
     }
 
-    /// Moves scanned client bytes to `sout`, counting what the server will owe.
-    fn scan_client(&mut self) -> Result<(), String> {
+    /// Makes sure the server has `p` prepared, injecting its Parse (reply hidden) if not.
+    fn ensure_prepared(&mut self, conn: &mut ServerConn, p: &Prepared) {
+        if !conn.prepared.contains(&p.server_name) {
+            self.sout.extend_from_slice(&p.parse);
+            conn.prepared.insert(p.server_name.clone());
+            self.expected.push(Expect::HiddenParse {
+                prepared: p.server_name.clone(),
+            });
+        }
+    }
+
+    /// Handles a whole Parse/Bind/Describe/Close: statement names are mapped to the
+    /// server's content-addressed names.
+    fn client_extended(&mut self, conn: &mut ServerConn, msg: &[u8]) -> Result<(), String> {
+        let tag = msg[0];
+        let body = &msg[Header::SIZE..];
+        let malformed = || format!("malformed '{}' message", tag as char);
+        match tag {
+            frontend::PARSE => {
+                let (name, after) = cstr(body).ok_or_else(malformed)?;
+                if name.is_empty() {
+                    self.sout.extend_from_slice(msg);
+                    self.expected.push(Expect::Parse { prepared: None });
+                } else {
+                    let p = self.statements.parse(name, after);
+                    if conn.prepared.contains(&p.server_name) {
+                        self.expected.push(Expect::FakeParseComplete);
+                    } else {
+                        self.sout.extend_from_slice(&p.parse);
+                        conn.prepared.insert(p.server_name.clone());
+                        self.expected.push(Expect::Parse {
+                            prepared: Some(p.server_name.clone()),
+                        });
+                    }
+                }
+            }
+            frontend::BIND => {
+                let (portal, rest) = cstr(body).ok_or_else(malformed)?;
+                let (stmt, rest) = cstr(rest).ok_or_else(malformed)?;
+                match self.statements.get(stmt).cloned() {
+                    Some(p) if !stmt.is_empty() => {
+                        self.ensure_prepared(conn, &p);
+                        let prefix_len = portal.len() + 1;
+                        prepared::rewrite(
+                            &mut self.sout,
+                            tag,
+                            &body[..prefix_len],
+                            &p.server_name,
+                            rest,
+                        );
+                    }
+                    _ => self.sout.extend_from_slice(msg),
+                }
+                self.expected.push(Expect::Bind);
+            }
+            frontend::DESCRIBE | frontend::CLOSE => {
+                let (&kind, rest) = body.split_first().ok_or_else(malformed)?;
+                let (name, rest) = cstr(rest).ok_or_else(malformed)?;
+                let statement = kind == b'S' && !name.is_empty();
+                if tag == frontend::CLOSE {
+                    if statement {
+                        // The server keeps the statement for other clients.
+                        self.statements.close(name);
+                        self.expected.push(Expect::FakeCloseComplete);
+                    } else {
+                        self.sout.extend_from_slice(msg);
+                        self.expected.push(Expect::Close);
+                    }
+                } else {
+                    match self.statements.get(name).cloned() {
+                        Some(p) if statement => {
+                            self.ensure_prepared(conn, &p);
+                            prepared::rewrite(&mut self.sout, tag, b"S", &p.server_name, rest);
+                        }
+                        _ => self.sout.extend_from_slice(msg),
+                    }
+                    self.expected.push(Expect::Describe);
+                }
+            }
+            _ => return Err(malformed()),
+        }
+        Ok(())
+    }
+
+    /// Moves scanned client bytes to `sout`, recording what the server will owe.
+    fn scan_client(&mut self, conn: &mut ServerConn) -> Result<(), String> {
         loop {
             if self.c_rem > 0 {
                 let n = self.c_rem.min(self.cin.len());
                 if n == 0 {
-                    return Ok(());
+                    break;
                 }
                 self.sout.extend_from_slice(&self.cin[..n]);
                 self.cin.advance(n);
@@ -148,30 +263,53 @@ impl Relay {
                 continue;
             }
             let Some(h) = Header::parse(&self.cin) else {
-                return Ok(());
+                break;
             };
             if !h.is_valid() {
                 return Err(format!(
                     "invalid length {} in message '{}'",
-                    h.len,
-                    h.tag as char
+                    h.len, h.tag as char
                 ));
             }
+            if needs_whole(h.tag) {
+                if self.cin.len() < h.total() {
+                    break;
+                }
+                let msg = self.cin.split_to(h.total());
+                self.client_extended(conn, &msg)?;
+                self.unsynced = true;
+                continue;
+            }
             match h.tag {
-                frontend::QUERY | frontend::FUNCTION_CALL => self.owed += 1,
+                frontend::QUERY => {
+                    if h.total() <= QUERY_SCAN_LIMIT {
+                        if self.cin.len() < h.total() {
+                            break;
+                        }
+                        let text = &self.cin[Header::SIZE..h.total()];
+                        if contains_ignore_case(text, b"discard")
+                            || contains_ignore_case(text, b"deallocate")
+                        {
+                            conn.prepared_unknown = true;
+                        }
+                    } else {
+                        conn.prepared_unknown = true;
+                    }
+                    self.expected.push(Expect::Query);
+                }
+                frontend::FUNCTION_CALL => self.expected.push(Expect::FunctionCall),
                 frontend::SYNC => {
-                    self.owed += 1;
+                    self.expected.push(Expect::Sync);
                     self.unsynced = false;
                 }
-                frontend::PARSE
-                | frontend::BIND
-                | frontend::DESCRIBE
-                | frontend::EXECUTE
-                | frontend::CLOSE => self.unsynced = true,
+                frontend::EXECUTE => {
+                    self.expected.push(Expect::Execute);
+                    self.unsynced = true;
+                }
                 frontend::TERMINATE => {
                     self.client_gone = true;
                     self.cin.clear();
-                    return Ok(());
+                    break;
                 }
                 frontend::FLUSH
                 | frontend::COPY_DATA
@@ -186,19 +324,27 @@ impl Relay {
             self.cin.advance(n);
             self.c_rem = h.total() - n;
         }
+        self.expected.drain_fakes(&mut self.cout);
+        Ok(())
     }
 
-    /// Moves scanned server bytes to `cout`, swallowing the replies to setup statements.
-    fn scan_server(&mut self) -> Result<(), Pump> {
+    /// Moves scanned server bytes to `cout`, hiding replies to pgtenant's own requests and
+    /// placing replies pgtenant gives itself.
+    fn scan_server(&mut self, conn: &mut ServerConn) -> Result<(), Pump> {
         loop {
             if self.s_rem > 0 {
                 let n = self.s_rem.min(self.sin.len());
                 if n == 0 {
                     return Ok(());
                 }
-                self.cout.extend_from_slice(&self.sin[..n]);
+                if !self.s_hide {
+                    self.cout.extend_from_slice(&self.sin[..n]);
+                }
                 self.sin.advance(n);
                 self.s_rem -= n;
+                if self.s_rem == 0 {
+                    self.expected.drain_fakes(&mut self.cout);
+                }
                 continue;
             }
             let Some(h) = Header::parse(&self.sin) else {
@@ -210,31 +356,34 @@ impl Relay {
                     h.len
                 )));
             }
-            if self.swallow > 0 {
-                if self.sin.len() < h.total() {
-                    return Ok(());
+            let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
+            if whole && self.sin.len() < h.total() {
+                return Ok(());
+            }
+            match self.expected.on_server_message(h.tag, &mut self.dropped) {
+                expect::Route::SetupFailed => {
+                    return Err(Pump::SetupFailed(self.sin.split_to(h.total()).freeze()));
                 }
-                let msg = self.sin.split_to(h.total());
-                match h.tag {
-                    backend::ERROR_RESPONSE => return Err(Pump::SetupFailed(msg.freeze())),
-                    backend::READY_FOR_QUERY => self.swallow -= 1,
-                    _ => {}
-                }
-                continue;
+                expect::Route::Hide => self.s_hide = true,
+                expect::Route::Forward => self.s_hide = false,
+            }
+            for name in self.dropped.drain(..) {
+                conn.prepared.remove(&name);
             }
             if h.tag == backend::READY_FOR_QUERY {
-                if self.sin.len() < h.total() {
-                    return Ok(());
-                }
                 if let Some(status) = messages::ready_status(&self.sin[..h.total()]) {
                     self.status = status;
                 }
-                self.owed = self.owed.saturating_sub(1);
             }
             let n = h.total().min(self.sin.len());
-            self.cout.extend_from_slice(&self.sin[..n]);
+            if !self.s_hide {
+                self.cout.extend_from_slice(&self.sin[..n]);
+            }
             self.sin.advance(n);
             self.s_rem = h.total() - n;
+            if self.s_rem == 0 {
+                self.expected.drain_fakes(&mut self.cout);
+            }
         }
     }
 
@@ -250,8 +399,7 @@ impl Relay {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let (mut sr, mut sw) = conn.stream.split();
-        if let Err(e) = self.scan_client() {
+        if let Err(e) = self.scan_client(conn) {
             return Pump::Protocol(e);
         }
         loop {
@@ -262,10 +410,11 @@ impl Relay {
                 if mode == PoolMode::Transaction {
                     return Pump::Release;
                 }
-            } else if self.client_gone && self.sout.is_empty() && self.owed == 0 {
-                // Left inside a transaction or mid-message: the server is not clean.
+            } else if self.client_gone && self.sout.is_empty() {
+                // Left inside a transaction or mid-request: the server is not clean.
                 return Pump::ClientGone { clean: false };
             }
+            let (mut sr, mut sw) = conn.stream.split();
             tokio::select! {
                 biased;
                 r = sw.write_buf(&mut self.sout), if !self.sout.is_empty() => {
@@ -286,7 +435,7 @@ impl Relay {
                     match r {
                         Ok(0) => return Pump::ServerLost("server closed the connection".into()),
                         Ok(_) => {
-                            if let Err(p) = self.scan_server() {
+                            if let Err(p) = self.scan_server(conn) {
                                 return p;
                             }
                         }
@@ -302,7 +451,7 @@ impl Relay {
                             }
                         }
                         Ok(_) => {
-                            if let Err(e) = self.scan_client() {
+                            if let Err(e) = self.scan_client(conn) {
                                 return Pump::Protocol(e);
                             }
                         }

@@ -1,0 +1,201 @@
+//! What the server owes, in order: one entry per request sent upstream, so that replies to
+//! pgtenant's own messages can be hidden and replies to messages pgtenant answered itself
+//! can be put in the right place of the client's stream.
+//!
+//! Responses per request (protocol docs, "Extended Query"): Parse → `1`, Bind → `2`,
+//! Close → `3`, Describe → [`t`] then `T`/`n`, Execute → rows then `C`/`I`/`s`,
+//! Sync, Query and FunctionCall → everything up to `Z`. After an ErrorResponse in the
+//! extended protocol the server skips to the next Sync.
+
+use std::collections::VecDeque;
+
+/// A request whose answer is still to come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Client Parse, forwarded; `prepared` names the server statement it creates, if any.
+    Parse { prepared: Option<Box<str>> },
+    Bind,
+    Describe,
+    Execute,
+    /// Client Close of a portal, forwarded.
+    Close,
+    Sync,
+    Query,
+    FunctionCall,
+    /// A Parse pgtenant injected before a Bind/Describe: its ParseComplete is hidden.
+    HiddenParse { prepared: Box<str> },
+    /// A Query pgtenant injected (reset, tenant setup): all its replies are hidden.
+    HiddenQuery,
+    /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
+    FakeParseComplete,
+    /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
+    FakeCloseComplete,
+}
+
+impl Expect {
+    fn is_fake(&self) -> bool {
+        matches!(self, Expect::FakeParseComplete | Expect::FakeCloseComplete)
+    }
+
+    /// Requests answered by everything up to a ReadyForQuery.
+    fn ends_with_ready(&self) -> bool {
+        matches!(
+            self,
+            Expect::Sync | Expect::Query | Expect::FunctionCall | Expect::HiddenQuery
+        )
+    }
+}
+
+/// What to do with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Forward,
+    Hide,
+    /// An error in pgtenant's own setup statement.
+    SetupFailed,
+}
+
+/// The queue of expected replies.
+#[derive(Debug, Default)]
+pub(crate) struct Expected {
+    queue: VecDeque<Expect>,
+}
+
+/// Messages pgtenant must write to the client in place of a fake entry.
+pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+pub(crate) const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+
+impl Expected {
+    pub(crate) fn push(&mut self, e: Expect) {
+        self.queue.push_back(e);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Pops fake entries at the head (all before them is answered) and writes their replies.
+    pub(crate) fn drain_fakes(&mut self, out: &mut bytes::BytesMut) {
+        while let Some(head) = self.queue.front() {
+            match head {
+                Expect::FakeParseComplete => out.extend_from_slice(PARSE_COMPLETE),
+                Expect::FakeCloseComplete => out.extend_from_slice(CLOSE_COMPLETE),
+                _ => return,
+            }
+            self.queue.pop_front();
+        }
+    }
+
+    /// Accounts for one server message with tag `tag`; `dropped` collects server statement
+    /// names whose Parse never ran (skipped after an error).
+    pub(crate) fn on_server_message(&mut self, tag: u8, dropped: &mut Vec<Box<str>>) -> Route {
+        let Some(head) = self.queue.front() else {
+            // Asynchronous message (notice, notification, parameter status, FATAL).
+            return Route::Forward;
+        };
+        let hidden = matches!(head, Expect::HiddenParse { .. } | Expect::HiddenQuery);
+        let done = match (tag, head) {
+            (b'1', Expect::Parse { .. } | Expect::HiddenParse { .. }) => true,
+            (b'2', Expect::Bind) => true,
+            (b'3', Expect::Close) => true,
+            (b'T' | b'n', Expect::Describe) => true,
+            (b'C' | b'I' | b's', Expect::Execute) => true,
+            (b'Z', h) if h.ends_with_ready() => true,
+            (b'E', h) if h.ends_with_ready() => {
+                return if matches!(h, Expect::HiddenQuery) {
+                    Route::SetupFailed
+                } else {
+                    Route::Forward
+                };
+            }
+            (b'E', _) => {
+                // Extended-protocol error: the server skips everything up to the next Sync.
+                while let Some(e) = self.queue.front() {
+                    if matches!(e, Expect::Sync) {
+                        break;
+                    }
+                    match self.queue.pop_front() {
+                        Some(Expect::Parse { prepared: Some(p) })
+                        | Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
+                        _ => {}
+                    }
+                }
+                return Route::Forward;
+            }
+            _ => false,
+        };
+        if done {
+            self.queue.pop_front();
+        }
+        if hidden { Route::Hide } else { Route::Forward }
+    }
+
+    /// True if no fake entry is waiting behind real ones (used in tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn head_is_fake(&self) -> bool {
+        self.queue.front().is_some_and(Expect::is_fake)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    #[test]
+    fn fake_parse_complete_lands_before_bind_complete() {
+        let mut q = Expected::default();
+        q.push(Expect::FakeParseComplete);
+        q.push(Expect::Bind);
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        let mut out = BytesMut::new();
+        q.drain_fakes(&mut out);
+        assert_eq!(&out[..], PARSE_COMPLETE);
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'2', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'D', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'C', &mut dropped), Route::Forward);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn hidden_parse_reply_is_hidden_and_error_skips_to_sync() {
+        let mut q = Expected::default();
+        q.push(Expect::HiddenParse { prepared: "pgt_a".into() });
+        q.push(Expect::Bind);
+        q.push(Expect::Parse { prepared: Some("pgt_b".into()) });
+        q.push(Expect::FakeCloseComplete);
+        q.push(Expect::Sync);
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'1', &mut dropped), Route::Hide);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert_eq!(dropped, vec![Box::<str>::from("pgt_b")]);
+        assert!(!q.head_is_fake());
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn setup_query_replies_are_hidden_and_errors_reported() {
+        let mut q = Expected::default();
+        q.push(Expect::HiddenQuery);
+        q.push(Expect::Query);
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'C', &mut dropped), Route::Hide);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Hide);
+        assert_eq!(q.on_server_message(b'T', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        let mut q = Expected::default();
+        q.push(Expect::HiddenQuery);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::SetupFailed);
+    }
+}

@@ -1,0 +1,105 @@
+//! Prepared statements in transaction mode: a client's named statements live in its own name
+//! map; on the server they are content-addressed (`pgt_<hash of query and parameter types>`),
+//! so the same SQL is parsed once per server connection whichever client sent it, and re-Parsed
+//! lazily on a server connection that lacks it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+/// A statement as the server knows it.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// `pgt_` + 24 hex digits.
+    pub(crate) server_name: Box<str>,
+    /// The complete Parse message under `server_name`, ready to inject.
+    pub(crate) parse: Bytes,
+}
+
+/// The client's statement names.
+#[derive(Debug, Default)]
+pub(crate) struct Statements {
+    map: HashMap<Box<[u8]>, Arc<Prepared>>,
+}
+
+/// Splits a C string off the front of `body`: (string, rest).
+pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = body.iter().position(|b| *b == 0)?;
+    Some((&body[..end], &body[end + 1..]))
+}
+
+impl Statements {
+    /// Registers a named Parse (`body` is the message body) and returns the server statement.
+    pub(crate) fn parse(&mut self, name: &[u8], after_name: &[u8]) -> Arc<Prepared> {
+        let digest = Sha256::digest(after_name);
+        let mut server_name = String::with_capacity(28);
+        server_name.push_str("pgt_");
+        for b in &digest[..12] {
+            server_name.push_str(&format!("{b:02x}"));
+        }
+        let mut parse = BytesMut::with_capacity(1 + 4 + server_name.len() + 1 + after_name.len());
+        parse.put_u8(b'P');
+        parse.put_u32((4 + server_name.len() + 1 + after_name.len()) as u32);
+        parse.put_slice(server_name.as_bytes());
+        parse.put_u8(0);
+        parse.put_slice(after_name);
+        let p = Arc::new(Prepared {
+            server_name: server_name.into_boxed_str(),
+            parse: parse.freeze(),
+        });
+        self.map.insert(name.into(), p.clone());
+        p
+    }
+
+    pub(crate) fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
+        self.map.get(name)
+    }
+
+    pub(crate) fn close(&mut self, name: &[u8]) {
+        self.map.remove(name);
+    }
+}
+
+/// Rewrites a message `tag` + `prefix` + `name`\0 + `rest` with a new statement name.
+pub(crate) fn rewrite(out: &mut BytesMut, tag: u8, prefix: &[u8], name: &str, rest: &[u8]) {
+    out.put_u8(tag);
+    out.put_u32((4 + prefix.len() + name.len() + 1 + rest.len()) as u32);
+    out.put_slice(prefix);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sql_same_server_name() {
+        let mut a = Statements::default();
+        let mut b = Statements::default();
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0");
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0");
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0");
+        assert_eq!(p1.server_name, p2.server_name);
+        assert_ne!(p1.server_name, p3.server_name);
+        assert!(p1.server_name.starts_with("pgt_"));
+        assert_eq!(p1.server_name.len(), 28);
+        // The injected Parse is a well-formed message.
+        assert_eq!(p1.parse[0], b'P');
+        let len = u32::from_be_bytes([p1.parse[1], p1.parse[2], p1.parse[3], p1.parse[4]]);
+        assert_eq!(len as usize + 1, p1.parse.len());
+        assert_eq!(b.get(b"s1").map(|p| p.server_name.clone()), Some(p3.server_name.clone()));
+        b.close(b"s1");
+        assert!(b.get(b"s1").is_none());
+    }
+
+    #[test]
+    fn rewrite_frames() {
+        let mut out = BytesMut::new();
+        rewrite(&mut out, b'B', b"\0", "pgt_x", b"\0\0\0\0\0\0");
+        assert_eq!(&out[..], b"B\0\0\0\x11\0pgt_x\0\0\0\0\0\0\0");
+    }
+}

@@ -1,0 +1,182 @@
+//! Shared helpers for the integration tests: one real PostgreSQL cluster per test binary, one
+//! database per test, the proxy started in-process, and client helpers.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pgtenant::config::Config;
+use pgtenant::server::Proxy;
+use pgtenant::testing::{Cluster, PgBinaries};
+use tokio_postgres::{Client, NoTls};
+
+/// Password of the upstream role `pgtenant` on the test cluster.
+pub const UPSTREAM_PASSWORD: &str = "upstream-pw";
+/// Password of every client test user.
+pub const CLIENT_PASSWORD: &str = "client-pw";
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static VERIFIER: OnceLock<String> = OnceLock::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The test binary's cluster, started on first use, with roles `pgtenant` (SCRAM) and
+/// `pgtenant_md5` (md5 password).
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let bins = PgBinaries::find().expect("PostgreSQL binaries");
+        let c = Cluster::start(&bins, "test").expect("cluster starts");
+        c.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE pgtenant LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB PASSWORD '{UPSTREAM_PASSWORD}';
+                 SET password_encryption = 'md5';
+                 CREATE ROLE pgtenant_md5 LOGIN NOSUPERUSER PASSWORD '{UPSTREAM_PASSWORD}';"
+            ),
+        )
+        .expect("roles");
+        c
+    })
+}
+
+pub fn verifier() -> &'static str {
+    VERIFIER.get_or_init(|| pgtenant::hash_password(CLIENT_PASSWORD))
+}
+
+/// A fresh, unique name for a test database.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates database `db` owned by `pgtenant` and runs `setup` in it as `pgtenant`.
+pub fn create_db(db: &str, setup: &str) {
+    let c = cluster();
+    c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
+        .expect("create database");
+    if !setup.is_empty() {
+        c.psql(db, &format!("SET ROLE pgtenant; {setup}"))
+            .expect("setup sql");
+    }
+}
+
+/// Creates a shared database with an `items` table under FORCEd RLS on `app.current_tenant`.
+pub fn create_shared_db(db: &str, rows: &[(&str, &str)]) {
+    let c = cluster();
+    c.psql("postgres", &format!("CREATE DATABASE {db}"))
+        .expect("create database");
+    let mut sql = String::from(
+        "CREATE TABLE items (id serial PRIMARY KEY,
+                             tenant_id text NOT NULL DEFAULT current_setting('app.current_tenant'),
+                             name text NOT NULL);
+         ALTER TABLE items ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE items FORCE ROW LEVEL SECURITY;
+         CREATE POLICY isolation ON items
+           USING (tenant_id = current_setting('app.current_tenant', true))
+           WITH CHECK (tenant_id = current_setting('app.current_tenant', true));
+         GRANT SELECT, INSERT, UPDATE, DELETE ON items TO pgtenant, pgtenant_md5;
+         GRANT USAGE ON SEQUENCE items_id_seq TO pgtenant, pgtenant_md5;",
+    );
+    for (tenant, name) in rows {
+        sql.push_str(&format!(
+            "INSERT INTO items (tenant_id, name) VALUES ('{tenant}', '{name}');"
+        ));
+    }
+    c.psql(db, &sql).expect("shared setup");
+}
+
+/// The `[shards.main]` + `[users.app]` part of a config; `extra` adds sections.
+pub fn config_text(extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[pool]
+default_pool_size = 5
+query_wait_timeout = 10
+
+[shards.main]
+host = "127.0.0.1"
+port = {port}
+user = "pgtenant"
+password = "{UPSTREAM_PASSWORD}"
+
+[users.app]
+password = "{verifier}"
+
+{extra}"#,
+        port = cluster().port(),
+        verifier = verifier(),
+    )
+}
+
+pub async fn start_proxy(toml: &str) -> Proxy {
+    let config = Config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    Proxy::start(config).await.expect("proxy starts")
+}
+
+/// A tokio-postgres client config for the proxy.
+pub fn client_config(proxy: &Proxy, user: &str, dbname: &str) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(proxy.addr().port())
+        .user(user)
+        .password(CLIENT_PASSWORD)
+        .dbname(dbname);
+    cfg
+}
+
+/// Connects through the proxy; the connection task runs in the background.
+pub async fn connect(proxy: &Proxy, user: &str, dbname: &str) -> Client {
+    try_connect(client_config(proxy, user, dbname))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}/{dbname}: {e}"))
+}
+
+pub async fn try_connect(cfg: tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a failed connect or query.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+/// Runs `psql` against the proxy; returns (success, stdout, stderr).
+pub fn psql(proxy: &Proxy, conninfo: &str, sql: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!(
+            "host=127.0.0.1 port={} {conninfo}",
+            proxy.addr().port()
+        ))
+        .arg("-c")
+        .arg(sql)
+        .env("PGPASSWORD", CLIENT_PASSWORD)
+        .output()
+        .expect("psql runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// Rows of `SELECT name FROM items ORDER BY name` as strings.
+pub async fn item_names(client: &Client) -> Vec<String> {
+    client
+        .query("SELECT name FROM items ORDER BY name", &[])
+        .await
+        .expect("select items")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
