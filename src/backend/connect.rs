@@ -223,11 +223,16 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
                 scram = Some(s);
             }
             AUTH_SASL_CONTINUE => {
-                let s = scram
-                    .as_mut()
+                let mut s = scram
+                    .take()
                     .ok_or_else(|| up.lost("SASL continue without a SASL exchange"))?;
-                s.update(&body).map_err(|e| up.lost(e))?;
+                // PBKDF2 runs off the async workers.
+                let s = tokio::task::spawn_blocking(move || s.update(&body).map(|()| s))
+                    .await
+                    .map_err(|e| up.lost(e))?
+                    .map_err(|e| up.lost(e))?;
                 frontend::sasl_response(s.message(), &mut out).map_err(|e| up.lost(e))?;
+                scram = Some(s);
             }
             AUTH_SASL_FINAL => {
                 let s = scram

@@ -132,7 +132,7 @@ pub fn client_config(proxy: &Proxy, user: &str, dbname: &str) -> tokio_postgres:
 pub async fn connect(proxy: &Proxy, user: &str, dbname: &str) -> Client {
     try_connect(client_config(proxy, user, dbname))
         .await
-        .unwrap_or_else(|e| panic!("connect as {user}/{dbname}: {e}"))
+        .unwrap_or_else(|e| panic!("connect as {user}/{dbname}: {e:?}"))
 }
 
 pub async fn try_connect(cfg: tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {

@@ -1,0 +1,229 @@
+//! Every error pgtenant sends itself, with its SQLSTATE, and upstream errors forwarded as-is.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+
+async fn setup(tag: &str, extra: &str) -> pgtenant::server::Proxy {
+    let db = unique(&format!("erp_{tag}"));
+    create_db(&db, "CREATE TABLE items (name text); INSERT INTO items VALUES ('row');");
+    let toml = config_text(&format!(
+        r#"
+[tenants.acme]
+placement = "database"
+shard = "main"
+database = "{db}"
+
+[tenants.frozen]
+placement = "database"
+shard = "main"
+database = "{db}"
+status = "suspended"
+
+[tenants.nodb]
+placement = "database"
+shard = "main"
+database = "does_not_exist_{tag}"
+
+[users.limited]
+password = "{verifier}"
+tenants = ["globex"]
+{extra}"#,
+        verifier = verifier()
+    ));
+    start_proxy(&toml).await
+}
+
+async fn connect_err(proxy: &pgtenant::server::Proxy, user: &str, db: &str) -> (String, String) {
+    match try_connect(client_config(proxy, user, db)).await {
+        Ok(_) => panic!("{user}/{db} should be refused"),
+        Err(e) => (sqlstate(&e), e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_errors_have_precise_sqlstates() {
+    let proxy = setup("le", "").await;
+    let (code, msg) = connect_err(&proxy, "app.nobody", "nobody").await;
+    assert_eq!(code, "3D000");
+    assert!(msg.contains("tenant \"nobody\" does not exist"), "{msg}");
+
+    let (code, msg) = connect_err(&proxy, "app.frozen", "frozen").await;
+    assert_eq!(code, "28000");
+    assert!(msg.contains("suspended"), "{msg}");
+
+    let (code, msg) = connect_err(&proxy, "app.acme", "globex").await;
+    assert_eq!(code, "28000");
+    assert!(msg.contains("user says \"acme\"") && msg.contains("database says \"globex\""), "{msg}");
+
+    let mut cfg = client_config(&proxy, "app.acme", "acme");
+    cfg.password("wrong");
+    let e = try_connect(cfg).await.err().expect("wrong password refused");
+    assert_eq!(sqlstate(&e), "28P01");
+
+    let mut cfg = client_config(&proxy, "ghost.acme", "acme");
+    cfg.password("whatever");
+    let e = try_connect(cfg).await.err().expect("unknown user refused");
+    assert_eq!(sqlstate(&e), "28P01");
+
+    let (code, msg) = connect_err(&proxy, "limited.acme", "acme").await;
+    assert_eq!(code, "28000");
+    assert!(msg.contains("may not use tenant \"acme\""), "{msg}");
+
+    let mut cfg = client_config(&proxy, "app.acme", "acme");
+    cfg.options("-c app.current_tenant=globex");
+    let e = try_connect(cfg).await.err().expect("GUC in options refused");
+    assert_eq!(sqlstate(&e), "28000");
+
+    // No tenant at all.
+    let (code, _) = connect_err(&proxy, "app", "app").await;
+    assert_eq!(code, "3D000");
+
+    // The shard's own error is forwarded unchanged.
+    let (code, msg) = connect_err(&proxy, "app.nodb", "nodb").await;
+    assert_eq!(code, "3D000");
+    assert!(msg.contains("database \"does_not_exist_le\" does not exist"), "{msg}");
+
+    // And a good login still works.
+    let c = connect(&proxy, "app.acme", "acme").await;
+    assert_eq!(item_names(&c).await, ["row"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_statement_errors_are_forwarded_and_session_goes_on() {
+    let proxy = setup("ue", "").await;
+    let c = connect(&proxy, "app.acme", "acme").await;
+    let e = c.query("SELECT * FROM no_such_table", &[]).await.err().expect("fails");
+    assert_eq!(sqlstate(&e), "42P01");
+    let e = c.batch_execute("SELECT 1/0").await.err().expect("fails");
+    assert_eq!(sqlstate(&e), "22012");
+    assert_eq!(item_names(&c).await, ["row"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_clients_gets_53300() {
+    let proxy = setup("tm", "").await;
+    drop(proxy);
+    let db = unique("erp_tm2");
+    create_db(&db, "");
+    let toml = config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
+    ))
+    .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_client_conn = 2\nmax_tenant_clients = 1");
+    let proxy = start_proxy(&toml).await;
+    let _a = connect(&proxy, "app.acme", "acme").await;
+    let (code, msg) = connect_err(&proxy, "app.acme", "acme").await;
+    assert_eq!(code, "53300");
+    assert!(msg.contains("max_tenant_clients"), "{msg}");
+    let _b = try_connect(client_config(&proxy, "app.nobody", "nobody")).await;
+    // Two sockets are taken now (one logged in, one refused and gone); fill the second.
+    let _c = std::net::TcpStream::connect(proxy.addr()).expect("tcp");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (code, msg) = connect_err(&proxy, "app.acme", "acme").await;
+    assert_eq!(code, "53300");
+    assert!(msg.contains("max_client_conn"), "{msg}");
+    proxy.shutdown().await;
+}
+
+/// Reads one ErrorResponse from a raw socket and returns its SQLSTATE.
+fn raw_error_code(stream: &mut std::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = stream.read_to_end(&mut buf);
+    assert_eq!(buf.first(), Some(&b'E'), "expected an ErrorResponse, got {buf:?}");
+    let body = &buf[5..];
+    let mut i = 0;
+    while i < body.len() && body[i] != 0 {
+        let end = i + 1 + body[i + 1..].iter().position(|b| *b == 0).expect("cstr");
+        if body[i] == b'C' {
+            return String::from_utf8_lossy(&body[i + 1..end]).into_owned();
+        }
+        i = end + 1;
+    }
+    panic!("no SQLSTATE in {buf:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_startup_gets_08p01() {
+    let proxy = setup("ms", "").await;
+    let addr = proxy.addr();
+    let code = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("tcp");
+        // Protocol 3.0 startup whose parameter list is not terminated.
+        let mut pkt = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        pkt.extend_from_slice(b"user\0app");
+        let len = pkt.len() as u32;
+        pkt[..4].copy_from_slice(&len.to_be_bytes());
+        s.write_all(&pkt).expect("write");
+        raw_error_code(&mut s)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, "08P01");
+    let code = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("tcp");
+        // Protocol 2.0 is long gone.
+        s.write_all(&[0, 0, 0, 8, 0, 2, 0, 0]).expect("write");
+        raw_error_code(&mut s)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, "08P01");
+    // The proxy still serves others.
+    let c = connect(&proxy, "app.acme", "acme").await;
+    assert_eq!(item_names(&c).await, ["row"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_shard_fails_only_its_tenants() {
+    let dead_port = pgtenant::testing::free_port().expect("port");
+    let proxy = setup(
+        "us",
+        &format!(
+            r#"
+[shards.dead]
+host = "127.0.0.1"
+port = {dead_port}
+user = "pgtenant"
+password = "x"
+
+[tenants.lost]
+placement = "database"
+shard = "dead"
+database = "lost"
+"#
+        ),
+    )
+    .await;
+    let (code, msg) = connect_err(&proxy, "app.lost", "lost").await;
+    assert_eq!(code, "08001");
+    assert!(msg.contains("shard \"dead\""), "{msg}");
+    let c = connect(&proxy, "app.acme", "acme").await;
+    assert_eq!(item_names(&c).await, ["row"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_gets_57014() {
+    let db = unique("erp_qw");
+    create_db(&db, "");
+    let toml = config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 1\n"
+    ))
+    .replace("query_wait_timeout = 10", "query_wait_timeout = 0.5");
+    let proxy = start_proxy(&toml).await;
+    let holder = connect(&proxy, "app.acme", "acme").await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let waiter = connect(&proxy, "app.acme", "acme").await;
+    let e = waiter.batch_execute("SELECT 1").await.err().expect("times out");
+    assert_eq!(sqlstate(&e), "57014");
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let again = connect(&proxy, "app.acme", "acme").await;
+    again.batch_execute("SELECT 1").await.expect("pool free again");
+    proxy.shutdown().await;
+}

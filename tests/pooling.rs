@@ -1,0 +1,224 @@
+//! Transaction- and session-mode pooling: many clients over a small pool, tenants interleaving
+//! on shared server connections, pipelining, prepared statements moving between server
+//! connections, and clients that vanish mid-transaction.
+
+mod common;
+use common::*;
+use futures_util::future::join_all;
+use std::sync::Arc;
+
+fn shared_config(db: &str, tenants: &[&str], pool_size: usize, mode: &str) -> String {
+    let mut extra = String::new();
+    for t in tenants {
+        extra.push_str(&format!(
+            "[tenants.{t}]\nplacement = \"shared\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = {pool_size}\npool_mode = \"{mode}\"\n\n"
+        ));
+    }
+    config_text(&extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_share_a_pool_of_five() {
+    let db = unique("erp_many");
+    create_db(&db, "CREATE TABLE hits (client int, n int);");
+    let toml = config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 5\n"
+    ))
+    .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_client_conn = 500");
+    let proxy = Arc::new(start_proxy(&toml).await);
+    let tasks = (0..200).map(|i| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let c = connect(&proxy, "app.acme", "acme").await;
+            for n in 0..5 {
+                c.execute("INSERT INTO hits VALUES ($1, $2)", &[&i, &n])
+                    .await
+                    .expect("insert");
+            }
+            let tx_count: i64 = c
+                .query_one("SELECT count(*) FROM hits WHERE client = $1", &[&i])
+                .await
+                .expect("count")
+                .get(0);
+            assert_eq!(tx_count, 5);
+        })
+    });
+    for r in join_all(tasks).await {
+        r.expect("client task");
+    }
+    let total = cluster().psql(&db, "SELECT count(*) FROM hits").expect("count");
+    assert_eq!(total, "1000");
+    // Never more than the pool size of server connections.
+    let backends = cluster()
+        .psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .expect("activity");
+    assert!(backends.parse::<u32>().expect("number") <= 5, "{backends} backends");
+    Arc::into_inner(proxy).expect("sole owner").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_tenants_each_see_their_own_rows() {
+    let db = unique("shared_il");
+    let tenants = ["t0", "t1", "t2", "t3", "t4", "t5"];
+    let rows: Vec<(&str, String)> = tenants.iter().map(|t| (*t, format!("{t}-row"))).collect();
+    let rows_ref: Vec<(&str, &str)> = rows.iter().map(|(t, n)| (*t, n.as_str())).collect();
+    create_shared_db(&db, &rows_ref);
+    let proxy = Arc::new(start_proxy(&shared_config(&db, &tenants, 2, "transaction")).await);
+    let tasks = (0..30).map(|i| {
+        let proxy = proxy.clone();
+        let tenant = tenants[i % tenants.len()];
+        tokio::spawn(async move {
+            let c = connect(&proxy, &format!("app.{tenant}"), tenant).await;
+            for j in 0..20 {
+                let names = item_names(&c).await;
+                assert!(
+                    names.iter().all(|n| n.starts_with(&format!("{tenant}-"))),
+                    "{tenant} saw {names:?}"
+                );
+                let ctx: String = c
+                    .query_one("SELECT current_setting('app.current_tenant')", &[])
+                    .await
+                    .expect("guc")
+                    .get(0);
+                assert_eq!(ctx, tenant);
+                if j % 5 == 0 {
+                    c.execute("INSERT INTO items (name) VALUES ($1)", &[&format!("{tenant}-w{i}-{j}")])
+                        .await
+                        .expect("insert");
+                }
+            }
+        })
+    });
+    for r in join_all(tasks).await {
+        r.expect("client task");
+    }
+    // Every row written through the proxy carries the writer's tenant.
+    let bad = cluster()
+        .psql(&db, "SELECT count(*) FROM items WHERE name NOT LIKE tenant_id || '-%'")
+        .expect("check");
+    assert_eq!(bad, "0");
+    Arc::into_inner(proxy).expect("sole owner").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_does_not_cross_tenants() {
+    let db = unique("shared_reset");
+    create_shared_db(&db, &[("alpha", "alpha-1"), ("beta", "beta-1")]);
+    cluster()
+        .psql(&db, &format!("GRANT TEMP ON DATABASE {db} TO pgtenant"))
+        .expect("grant temp");
+    let proxy = start_proxy(&shared_config(&db, &["alpha", "beta"], 1, "transaction")).await;
+    let a = connect(&proxy, "app.alpha", "alpha").await;
+    // Alpha leaves a GUC, a temp table shadowing `items`, and search_path behind.
+    a.batch_execute(
+        "SET statement_timeout = '4242s'; SET my.flag = 'alpha-was-here';
+         CREATE TEMP TABLE items (id int, tenant_id text, name text);
+         INSERT INTO items VALUES (1, 'beta', 'forged');",
+    )
+    .await
+    .expect("alpha state");
+    let b = connect(&proxy, "app.beta", "beta").await;
+    let timeout: String = b.query_one("SHOW statement_timeout", &[]).await.expect("show").get(0);
+    assert_eq!(timeout, "0");
+    let flag: Option<String> = b
+        .query_one("SELECT current_setting('my.flag', true)", &[])
+        .await
+        .expect("flag")
+        .get(0);
+    assert!(flag.is_none() || flag.as_deref() == Some(""), "{flag:?}");
+    assert_eq!(item_names(&b).await, ["beta-1"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_transaction_never_hands_on_a_dirty_connection() {
+    let db = unique("erp_dirty");
+    create_db(&db, "CREATE TABLE t (v int);");
+    let toml = config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 1\n"
+    ));
+    let proxy = start_proxy(&toml).await;
+    {
+        let a = connect(&proxy, "app.acme", "acme").await;
+        a.batch_execute("BEGIN; INSERT INTO t VALUES (1); SET LOCAL lock_timeout = '1s';")
+            .await
+            .expect("open transaction");
+        // `a` is dropped here: its socket closes in the middle of the transaction.
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b = connect(&proxy, "app.acme", "acme").await;
+    // a's transaction assigned an xid (it inserted); a fresh transaction has none.
+    let xid: Option<i64> = b
+        .query_one("SELECT txid_current_if_assigned()", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(xid, None, "b must not run inside a's transaction");
+    let n: i64 = b.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(n, 0, "a's uncommitted insert must be gone");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_prepared_queries_move_between_server_connections() {
+    let db = unique("erp_pipe");
+    create_db(&db, "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g;");
+    let toml = config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 2\n"
+    ));
+    let proxy = Arc::new(start_proxy(&toml).await);
+    let tasks = (0..8).map(|_| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let c = connect(&proxy, "app.acme", "acme").await;
+            let stmt = c.prepare("SELECT v FROM kv WHERE k = $1").await.expect("prepare");
+            for round in 0..10 {
+                // Several Bind/Execute before one Sync: tokio-postgres pipelines these.
+                let futs = (1..=10).map(|k| {
+                    let k: i32 = round * 10 + k;
+                    let c = &c;
+                    let stmt = &stmt;
+                    async move {
+                        let row = c.query_one(stmt, &[&k]).await.expect("query");
+                        assert_eq!(row.get::<_, String>(0), format!("v{k}"));
+                    }
+                });
+                join_all(futs).await;
+            }
+            // An error in the middle of a pipeline fails only its own query.
+            let bad = c.prepare("SELECT 1/$1::int").await.expect("prepare");
+            let (r1, r2, r3) = tokio::join!(
+                c.query_one(&stmt, &[&1i32]),
+                c.query_one(&bad, &[&0i32]),
+                c.query_one(&stmt, &[&2i32])
+            );
+            assert_eq!(r1.expect("first").get::<_, String>(0), "v1");
+            assert_eq!(sqlstate(&r2.err().expect("division by zero")), "22012");
+            assert_eq!(r3.expect("third").get::<_, String>(0), "v2");
+        })
+    });
+    for r in join_all(tasks).await {
+        r.expect("client task");
+    }
+    Arc::into_inner(proxy).expect("sole owner").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_session_state_and_resets_after() {
+    let db = unique("shared_sess");
+    create_shared_db(&db, &[("alpha", "alpha-1")]);
+    let proxy = start_proxy(&shared_config(&db, &["alpha"], 1, "session")).await;
+    {
+        let a = connect(&proxy, "app.alpha", "alpha").await;
+        a.batch_execute("SET application_name = 'kept'").await.expect("set");
+        let v: String = a.query_one("SHOW application_name", &[]).await.expect("show").get(0);
+        assert_eq!(v, "kept");
+        assert_eq!(item_names(&a).await, ["alpha-1"]);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b = connect(&proxy, "app.alpha", "alpha").await;
+    let v: String = b.query_one("SHOW application_name", &[]).await.expect("show").get(0);
+    assert_ne!(v, "kept", "session state must be reset between session-mode clients");
+    assert_eq!(item_names(&b).await, ["alpha-1"]);
+    proxy.shutdown().await;
+}
