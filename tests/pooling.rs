@@ -222,3 +222,42 @@ async fn session_mode_keeps_session_state_and_resets_after() {
     assert_eq!(item_names(&b).await, ["alpha-1"]);
     proxy.shutdown().await;
 }
+
+/// A Query split across two TCP segments: the server must not be released (and re-taken)
+/// while the message is incomplete. Before the fix this spun forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_split_across_segments_completes() {
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::AsyncWriteExt;
+    let db = unique("erp_split");
+    create_db(&db, "");
+    let proxy = start_proxy(&config_text(&format!(
+        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
+    )))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.expect("tcp");
+    s.set_nodelay(true).expect("nodelay");
+    let mut buf = bytes::BytesMut::new();
+    raw_login(&mut s, &mut buf, "app.acme", Some("acme")).await;
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("SELECT 42", &mut q).expect("query");
+    for cut in [2usize, 7] {
+        s.write_all(&q[..cut]).await.expect("first part");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        s.write_all(&q[cut..]).await.expect("second part");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut rows = 0;
+            loop {
+                match read_msg(&mut s, &mut buf).await {
+                    Message::DataRow(_) => rows += 1,
+                    Message::ReadyForQuery(_) => return rows,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("query answered");
+        assert_eq!(got, 1, "cut at {cut}");
+    }
+    proxy.shutdown().await;
+}

@@ -160,6 +160,7 @@ impl Relay {
             && !self.unsynced
             && self.status == b'I'
             && self.c_rem == 0
+            && self.cin.is_empty()
             && self.s_rem == 0
             && self.sin.is_empty()
             && self.sout.is_empty()

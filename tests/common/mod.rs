@@ -180,3 +180,63 @@ pub async fn item_names(client: &Client) -> Vec<String> {
         .map(|r| r.get::<_, String>(0))
         .collect()
 }
+
+/// Reads one backend message from a raw stream.
+pub async fn read_msg<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut bytes::BytesMut,
+) -> postgres_protocol::message::backend::Message {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(m) = postgres_protocol::message::backend::Message::parse(buf).expect("valid message") {
+            return m;
+        }
+        let n = s.read_buf(buf).await.expect("read");
+        assert!(n > 0, "connection closed");
+    }
+}
+
+/// Logs in over a raw stream with SCRAM (CLIENT_PASSWORD), up to the first ReadyForQuery.
+pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut bytes::BytesMut,
+    user: &str,
+    database: Option<&str>,
+) {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::{backend::Message, frontend};
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    let mut params = vec![("user", user)];
+    if let Some(db) = database {
+        params.push(("database", db));
+    }
+    frontend::startup_message(params, &mut out).expect("startup");
+    s.write_all(&out).await.expect("write");
+    let Message::AuthenticationSasl(_) = read_msg(s, buf).await else {
+        panic!("expected SASL");
+    };
+    let mut scram = ScramSha256::new(CLIENT_PASSWORD.as_bytes(), ChannelBinding::unsupported());
+    out.clear();
+    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).expect("sasl");
+    s.write_all(&out).await.expect("write");
+    let Message::AuthenticationSaslContinue(body) = read_msg(s, buf).await else {
+        panic!("expected SASL continue");
+    };
+    scram.update(body.data()).expect("server-first");
+    out.clear();
+    frontend::sasl_response(scram.message(), &mut out).expect("sasl");
+    s.write_all(&out).await.expect("write");
+    let Message::AuthenticationSaslFinal(body) = read_msg(s, buf).await else {
+        panic!("expected SASL final");
+    };
+    scram.finish(body.data()).expect("server signature");
+    let Message::AuthenticationOk = read_msg(s, buf).await else {
+        panic!("expected AuthenticationOk");
+    };
+    loop {
+        if let Message::ReadyForQuery(_) = read_msg(s, buf).await {
+            break;
+        }
+    }
+}
