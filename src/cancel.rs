@@ -40,7 +40,11 @@ impl CancelRegistry {
         let target: Slot = Arc::new(Mutex::new(None));
         loop {
             // Positive pids, as clients may print them; wraps after 2^31 clients.
-            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & i32::MAX;
+            let pid = self
+                .next_pid
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1)
+                & i32::MAX;
             if pid == 0 || self.map.contains_key(&pid) {
                 continue;
             }

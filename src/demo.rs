@@ -26,7 +26,11 @@ const TENANTS: [(&str, &str, &str); 7] = [
 const STARK_CONTEXT: &str = "5f0c6a1e-8d4b-4f53-9a57-3c1d2e7b9a10";
 
 fn context(tenant: &str) -> &str {
-    if tenant == "stark" { STARK_CONTEXT } else { tenant }
+    if tenant == "stark" {
+        STARK_CONTEXT
+    } else {
+        tenant
+    }
 }
 
 /// SQL that loads the demo data into the two shards.
@@ -34,13 +38,18 @@ pub fn load(a: &Cluster, b: &Cluster) -> Result<(), String> {
     for c in [a, b] {
         c.psql(
             "postgres",
-            &format!("CREATE ROLE pgtenant LOGIN PASSWORD '{UPSTREAM_PASSWORD}' NOSUPERUSER NOBYPASSRLS"),
+            &format!(
+                "CREATE ROLE pgtenant LOGIN PASSWORD '{UPSTREAM_PASSWORD}' NOSUPERUSER NOBYPASSRLS"
+            ),
         )?;
     }
     for (tenant, placement, shard) in TENANTS {
         let c = if shard == "a" { a } else { b };
         if placement == "database" {
-            c.psql("postgres", &format!("CREATE DATABASE erp_{tenant} OWNER pgtenant"))?;
+            c.psql(
+                "postgres",
+                &format!("CREATE DATABASE erp_{tenant} OWNER pgtenant"),
+            )?;
             c.psql(
                 &format!("erp_{tenant}"),
                 &format!(
@@ -139,7 +148,10 @@ tenants = ["*"]
 
 pub async fn run(port: u16) -> Result<(), String> {
     let bins = PgBinaries::find()?;
-    eprintln!("pgtenant demo: starting two PostgreSQL clusters from {}", bins.bin_dir.display());
+    eprintln!(
+        "pgtenant demo: starting two PostgreSQL clusters from {}",
+        bins.bin_dir.display()
+    );
     let (a, b) = tokio::task::spawn_blocking(move || -> Result<(Cluster, Cluster), String> {
         let a = Cluster::start(&bins, "demo-a")?;
         let b = Cluster::start(&bins, "demo-b")?;
@@ -152,14 +164,20 @@ pub async fn run(port: u16) -> Result<(), String> {
     let toml = config_toml(&listen, a.port(), b.port(), &hash_password(DEMO_PASSWORD));
     let config = Config::from_toml_str(&toml).map_err(|e| e.to_string())?;
     let proxy = Proxy::start(config).await.map_err(|e| e.to_string())?;
-    println!("\npgtenant is listening on {listen} (shards on ports {} and {}).", a.port(), b.port());
+    println!(
+        "\npgtenant is listening on {listen} (shards on ports {} and {}).",
+        a.port(),
+        b.port()
+    );
     println!("Each line shows one tenant's rows and no one else's (password: {DEMO_PASSWORD}):\n");
     for (tenant, placement, shard) in TENANTS {
         println!(
             "  # {tenant}: {placement} placement on shard {shard}\n  PGPASSWORD={DEMO_PASSWORD} psql \"host=127.0.0.1 port={port} user=demo.{tenant} dbname={tenant}\" -c 'SELECT * FROM items'\n"
         );
     }
-    println!("Tenant in options instead of user:\n  PGPASSWORD={DEMO_PASSWORD} psql \"host=127.0.0.1 port={port} user=demo options='-c tenant=hooli'\" -c 'SELECT * FROM items'\n");
+    println!(
+        "Tenant in options instead of user:\n  PGPASSWORD={DEMO_PASSWORD} psql \"host=127.0.0.1 port={port} user=demo options='-c tenant=hooli'\" -c 'SELECT * FROM items'\n"
+    );
     println!("The configuration used:\n\n{toml}");
     println!("Press Ctrl-C to stop; the clusters and their data are removed.");
     wait_for_signal().await;

@@ -22,8 +22,6 @@ pub(crate) const UNABLE_TO_CONNECT: &str = "08001";
 pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
 /// `57014` query_canceled: `query_wait_timeout` expired.
 pub(crate) const QUERY_CANCELED: &str = "57014";
-/// `0A000` feature_not_supported: a protocol feature pgtenant does not offer.
-pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// `XX000` internal_error: a bug or an unexpected upstream answer.
 pub(crate) const INTERNAL_ERROR: &str = "XX000";
 
@@ -42,11 +40,6 @@ impl ClientError {
             message: message.into(),
             detail: None,
         }
-    }
-
-    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
     }
 }
 

@@ -106,8 +106,9 @@ impl Proxy {
         let (tx, rx) = watch::channel(false);
         let max_clients = config.server.max_client_conn;
         let shutdown_timeout = config.server.shutdown_timeout;
-        let dummy_verifier = Verifier::parse(&hash_password(&format!("{:x}", rand::random::<u128>())))
-            .map_err(|e| ConfigError::invalid("users", e))?;
+        let dummy_verifier =
+            Verifier::parse(&hash_password(&format!("{:x}", rand::random::<u128>())))
+                .map_err(|e| ConfigError::invalid("users", e))?;
         let shared = Arc::new(Shared {
             pools: Pools::new(config.pool.clone()),
             config: RwLock::new(Arc::new(config)),
@@ -140,7 +141,8 @@ impl Proxy {
         let _ = self.shutdown.send(true);
         self.accept.abort();
         let all = u32::try_from(self.max_clients).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(self.shutdown_timeout, self.slots.acquire_many(all)).await;
+        let drained =
+            tokio::time::timeout(self.shutdown_timeout, self.slots.acquire_many(all)).await;
         if drained.is_err() {
             tracing::warn!("shutdown_timeout reached with clients still connected");
         }

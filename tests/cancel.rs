@@ -25,9 +25,16 @@ async fn cancel_stops_the_running_query() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         token.cancel_query(NoTls).await
     });
-    let e = c.batch_execute("SELECT pg_sleep(30)").await.err().expect("canceled");
+    let e = c
+        .batch_execute("SELECT pg_sleep(30)")
+        .await
+        .expect_err("canceled");
     assert_eq!(sqlstate(&e), "57014");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     canceller.await.expect("join").expect("cancel sent");
     // The session and its server connection are fine afterwards.
     c.batch_execute("SELECT 1").await.expect("usable");
@@ -38,7 +45,9 @@ async fn cancel_stops_the_running_query() {
 async fn an_idle_clients_cancel_does_not_hit_the_next_user_of_its_server() {
     let proxy = proxy_with_pool_of_one().await;
     let b = connect(&proxy, "app.acme", "acme").await;
-    b.batch_execute("SELECT 1").await.expect("b used the only server connection");
+    b.batch_execute("SELECT 1")
+        .await
+        .expect("b used the only server connection");
     let b_token = b.cancel_token();
     let a = connect(&proxy, "app.acme", "acme").await;
     let a_query = tokio::spawn(async move { a.batch_execute("SELECT pg_sleep(1.5)").await });
@@ -57,7 +66,10 @@ async fn an_idle_clients_cancel_does_not_hit_the_next_user_of_its_server() {
     })
     .await
     .expect("join");
-    a_query.await.expect("join").expect("a's query must finish uncanceled");
+    a_query
+        .await
+        .expect("join")
+        .expect("a's query must finish uncanceled");
     proxy.shutdown().await;
 }
 
@@ -66,7 +78,10 @@ async fn psql_ctrl_c_cancels_within_a_second() {
     let proxy = proxy_with_pool_of_one().await;
     let mut child = std::process::Command::new("psql")
         .args(["-X", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!("host=127.0.0.1 port={} user=app.acme dbname=acme", proxy.addr().port()))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=app.acme dbname=acme",
+            proxy.addr().port()
+        ))
         .args(["-c", "SELECT pg_sleep(30)"])
         .env("PGPASSWORD", CLIENT_PASSWORD)
         .stdout(std::process::Stdio::piped())
@@ -91,8 +106,15 @@ async fn psql_ctrl_c_cancels_within_a_second() {
     .await
     .expect("join");
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(1), "psql took {took:?} after Ctrl-C");
+    assert!(
+        took < Duration::from_secs(1),
+        "psql took {took:?} after Ctrl-C"
+    );
     assert!(!out.0.success());
-    assert!(out.1.contains("canceling statement due to user request"), "{}", out.1);
+    assert!(
+        out.1.contains("canceling statement due to user request"),
+        "{}",
+        out.1
+    );
     proxy.shutdown().await;
 }

@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 
 async fn setup(tag: &str, extra: &str) -> pgtenant::server::Proxy {
     let db = unique(&format!("erp_{tag}"));
-    create_db(&db, "CREATE TABLE items (name text); INSERT INTO items VALUES ('row');");
+    create_db(
+        &db,
+        "CREATE TABLE items (name text); INSERT INTO items VALUES ('row');",
+    );
     let toml = config_text(&format!(
         r#"
 [tenants.acme]
@@ -37,7 +40,12 @@ tenants = ["globex"]
 async fn connect_err(proxy: &pgtenant::server::Proxy, user: &str, db: &str) -> (String, String) {
     match try_connect(client_config(proxy, user, db)).await {
         Ok(_) => panic!("{user}/{db} should be refused"),
-        Err(e) => (sqlstate(&e), e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default()),
+        Err(e) => (
+            sqlstate(&e),
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_default(),
+        ),
     }
 }
 
@@ -54,16 +62,19 @@ async fn login_errors_have_precise_sqlstates() {
 
     let (code, msg) = connect_err(&proxy, "app.acme", "globex").await;
     assert_eq!(code, "28000");
-    assert!(msg.contains("user says \"acme\"") && msg.contains("database says \"globex\""), "{msg}");
+    assert!(
+        msg.contains("user says \"acme\"") && msg.contains("database says \"globex\""),
+        "{msg}"
+    );
 
     let mut cfg = client_config(&proxy, "app.acme", "acme");
     cfg.password("wrong");
-    let e = try_connect(cfg).await.err().expect("wrong password refused");
+    let e = try_connect(cfg).await.expect_err("wrong password refused");
     assert_eq!(sqlstate(&e), "28P01");
 
     let mut cfg = client_config(&proxy, "ghost.acme", "acme");
     cfg.password("whatever");
-    let e = try_connect(cfg).await.err().expect("unknown user refused");
+    let e = try_connect(cfg).await.expect_err("unknown user refused");
     assert_eq!(sqlstate(&e), "28P01");
 
     let (code, msg) = connect_err(&proxy, "limited.acme", "acme").await;
@@ -72,7 +83,7 @@ async fn login_errors_have_precise_sqlstates() {
 
     let mut cfg = client_config(&proxy, "app.acme", "acme");
     cfg.options("-c app.current_tenant=globex");
-    let e = try_connect(cfg).await.err().expect("GUC in options refused");
+    let e = try_connect(cfg).await.expect_err("GUC in options refused");
     assert_eq!(sqlstate(&e), "28000");
 
     // No tenant at all.
@@ -82,7 +93,10 @@ async fn login_errors_have_precise_sqlstates() {
     // The shard's own error is forwarded unchanged.
     let (code, msg) = connect_err(&proxy, "app.nodb", "nodb").await;
     assert_eq!(code, "3D000");
-    assert!(msg.contains("database \"does_not_exist_le\" does not exist"), "{msg}");
+    assert!(
+        msg.contains("database \"does_not_exist_le\" does not exist"),
+        "{msg}"
+    );
 
     // And a good login still works.
     let c = connect(&proxy, "app.acme", "acme").await;
@@ -94,9 +108,12 @@ async fn login_errors_have_precise_sqlstates() {
 async fn upstream_statement_errors_are_forwarded_and_session_goes_on() {
     let proxy = setup("ue", "").await;
     let c = connect(&proxy, "app.acme", "acme").await;
-    let e = c.query("SELECT * FROM no_such_table", &[]).await.err().expect("fails");
+    let e = c
+        .query("SELECT * FROM no_such_table", &[])
+        .await
+        .expect_err("fails");
     assert_eq!(sqlstate(&e), "42P01");
-    let e = c.batch_execute("SELECT 1/0").await.err().expect("fails");
+    let e = c.batch_execute("SELECT 1/0").await.expect_err("fails");
     assert_eq!(sqlstate(&e), "22012");
     assert_eq!(item_names(&c).await, ["row"]);
     proxy.shutdown().await;
@@ -111,7 +128,10 @@ async fn too_many_clients_gets_53300() {
     let toml = config_text(&format!(
         "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
     ))
-    .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_client_conn = 2\nmax_tenant_clients = 1");
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_client_conn = 2\nmax_tenant_clients = 1",
+    );
     let proxy = start_proxy(&toml).await;
     let _a = connect(&proxy, "app.acme", "acme").await;
     let (code, msg) = connect_err(&proxy, "app.acme", "acme").await;
@@ -134,7 +154,11 @@ fn raw_error_code(stream: &mut std::net::TcpStream) -> String {
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     let _ = stream.read_to_end(&mut buf);
-    assert_eq!(buf.first(), Some(&b'E'), "expected an ErrorResponse, got {buf:?}");
+    assert_eq!(
+        buf.first(),
+        Some(&b'E'),
+        "expected an ErrorResponse, got {buf:?}"
+    );
     let body = &buf[5..];
     let mut i = 0;
     while i < body.len() && body[i] != 0 {
@@ -220,10 +244,16 @@ async fn query_wait_timeout_gets_57014() {
     let holder = connect(&proxy, "app.acme", "acme").await;
     holder.batch_execute("BEGIN").await.expect("begin");
     let waiter = connect(&proxy, "app.acme", "acme").await;
-    let e = waiter.batch_execute("SELECT 1").await.err().expect("times out");
+    let e = waiter
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("times out");
     assert_eq!(sqlstate(&e), "57014");
     holder.batch_execute("COMMIT").await.expect("commit");
     let again = connect(&proxy, "app.acme", "acme").await;
-    again.batch_execute("SELECT 1").await.expect("pool free again");
+    again
+        .batch_execute("SELECT 1")
+        .await
+        .expect("pool free again");
     proxy.shutdown().await;
 }

@@ -23,7 +23,13 @@ fn pgbench(args: &[&str], port: u16, user: &str, db: &str, password: &str) -> (b
 async fn pgbench_select_only_has_zero_errors() {
     let db = unique("erp_bench");
     create_db(&db, "");
-    let (ok, text) = pgbench(&["-i", "-s", "1", "-q"], cluster().port(), "pgtenant", &db, UPSTREAM_PASSWORD);
+    let (ok, text) = pgbench(
+        &["-i", "-s", "1", "-q"],
+        cluster().port(),
+        "pgtenant",
+        &db,
+        UPSTREAM_PASSWORD,
+    );
     assert!(ok, "pgbench -i: {text}");
     let proxy = start_proxy(&config_text(&format!(
         "[tenants.bench]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 4\n\n\
@@ -40,7 +46,13 @@ async fn pgbench_select_only_has_zero_errors() {
     ] {
         let user = format!("app.{tenant}");
         let (ok, text) = tokio::task::spawn_blocking(move || {
-            pgbench(&["-n", "-S", "-T", "3", "-c", "8", "-j", "2", "-M", mode], port, &user, tenant, CLIENT_PASSWORD)
+            pgbench(
+                &["-n", "-S", "-T", "3", "-c", "8", "-j", "2", "-M", mode],
+                port,
+                &user,
+                tenant,
+                CLIENT_PASSWORD,
+            )
         })
         .await
         .expect("join");

@@ -14,8 +14,14 @@ async fn world(tag: &str) -> World {
     let globex_db = unique(&format!("erp_globex_{tag}"));
     let schemas_db = unique(&format!("schemas_{tag}"));
     let shared_db = unique(&format!("shared_{tag}"));
-    create_db(&acme_db, "CREATE TABLE items (name text); INSERT INTO items VALUES ('acme-1'), ('acme-2');");
-    create_db(&globex_db, "CREATE TABLE items (name text); INSERT INTO items VALUES ('globex-1');");
+    create_db(
+        &acme_db,
+        "CREATE TABLE items (name text); INSERT INTO items VALUES ('acme-1'), ('acme-2');",
+    );
+    create_db(
+        &globex_db,
+        "CREATE TABLE items (name text); INSERT INTO items VALUES ('globex-1');",
+    );
     create_db(
         &schemas_db,
         "CREATE SCHEMA initech; CREATE TABLE initech.items (name text); INSERT INTO initech.items VALUES ('initech-1');
@@ -140,7 +146,11 @@ async fn psql_sees_only_its_own_rows() {
 async fn every_tenant_source_names_the_tenant() {
     let w = world("src").await;
     // user only (libpq's default database = user name is ignored)
-    let (ok, out, err) = psql(&w.proxy, "user=app.hooli", "SELECT string_agg(name, ',' ORDER BY name) FROM items");
+    let (ok, out, err) = psql(
+        &w.proxy,
+        "user=app.hooli",
+        "SELECT string_agg(name, ',' ORDER BY name) FROM items",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "hooli-1,hooli-2");
     // database only

@@ -46,13 +46,21 @@ async fn two_hundred_clients_share_a_pool_of_five() {
     for r in join_all(tasks).await {
         r.expect("client task");
     }
-    let total = cluster().psql(&db, "SELECT count(*) FROM hits").expect("count");
+    let total = cluster()
+        .psql(&db, "SELECT count(*) FROM hits")
+        .expect("count");
     assert_eq!(total, "1000");
     // Never more than the pool size of server connections.
     let backends = cluster()
-        .psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        )
         .expect("activity");
-    assert!(backends.parse::<u32>().expect("number") <= 5, "{backends} backends");
+    assert!(
+        backends.parse::<u32>().expect("number") <= 5,
+        "{backends} backends"
+    );
     Arc::into_inner(proxy).expect("sole owner").shutdown().await;
 }
 
@@ -82,9 +90,12 @@ async fn interleaved_tenants_each_see_their_own_rows() {
                     .get(0);
                 assert_eq!(ctx, tenant);
                 if j % 5 == 0 {
-                    c.execute("INSERT INTO items (name) VALUES ($1)", &[&format!("{tenant}-w{i}-{j}")])
-                        .await
-                        .expect("insert");
+                    c.execute(
+                        "INSERT INTO items (name) VALUES ($1)",
+                        &[&format!("{tenant}-w{i}-{j}")],
+                    )
+                    .await
+                    .expect("insert");
                 }
             }
         })
@@ -94,7 +105,10 @@ async fn interleaved_tenants_each_see_their_own_rows() {
     }
     // Every row written through the proxy carries the writer's tenant.
     let bad = cluster()
-        .psql(&db, "SELECT count(*) FROM items WHERE name NOT LIKE tenant_id || '-%'")
+        .psql(
+            &db,
+            "SELECT count(*) FROM items WHERE name NOT LIKE tenant_id || '-%'",
+        )
         .expect("check");
     assert_eq!(bad, "0");
     Arc::into_inner(proxy).expect("sole owner").shutdown().await;
@@ -118,7 +132,11 @@ async fn session_state_does_not_cross_tenants() {
     .await
     .expect("alpha state");
     let b = connect(&proxy, "app.beta", "beta").await;
-    let timeout: String = b.query_one("SHOW statement_timeout", &[]).await.expect("show").get(0);
+    let timeout: String = b
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
     assert_eq!(timeout, "0");
     let flag: Option<String> = b
         .query_one("SELECT current_setting('my.flag', true)", &[])
@@ -154,7 +172,11 @@ async fn disconnect_mid_transaction_never_hands_on_a_dirty_connection() {
         .expect("query")
         .get(0);
     assert_eq!(xid, None, "b must not run inside a's transaction");
-    let n: i64 = b.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    let n: i64 = b
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(n, 0, "a's uncommitted insert must be gone");
     proxy.shutdown().await;
 }
@@ -162,7 +184,10 @@ async fn disconnect_mid_transaction_never_hands_on_a_dirty_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_and_prepared_queries_move_between_server_connections() {
     let db = unique("erp_pipe");
-    create_db(&db, "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g;");
+    create_db(
+        &db,
+        "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    );
     let toml = config_text(&format!(
         "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 2\n"
     ));
@@ -171,7 +196,10 @@ async fn pipelined_and_prepared_queries_move_between_server_connections() {
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let c = connect(&proxy, "app.acme", "acme").await;
-            let stmt = c.prepare("SELECT v FROM kv WHERE k = $1").await.expect("prepare");
+            let stmt = c
+                .prepare("SELECT v FROM kv WHERE k = $1")
+                .await
+                .expect("prepare");
             for round in 0..10 {
                 // Several Bind/Execute before one Sync: tokio-postgres pipelines these.
                 let futs = (1..=10).map(|k| {
@@ -193,7 +221,7 @@ async fn pipelined_and_prepared_queries_move_between_server_connections() {
                 c.query_one(&stmt, &[&2i32])
             );
             assert_eq!(r1.expect("first").get::<_, String>(0), "v1");
-            assert_eq!(sqlstate(&r2.err().expect("division by zero")), "22012");
+            assert_eq!(sqlstate(&r2.expect_err("division by zero")), "22012");
             assert_eq!(r3.expect("third").get::<_, String>(0), "v2");
         })
     });
@@ -210,15 +238,28 @@ async fn session_mode_keeps_session_state_and_resets_after() {
     let proxy = start_proxy(&shared_config(&db, &["alpha"], 1, "session")).await;
     {
         let a = connect(&proxy, "app.alpha", "alpha").await;
-        a.batch_execute("SET application_name = 'kept'").await.expect("set");
-        let v: String = a.query_one("SHOW application_name", &[]).await.expect("show").get(0);
+        a.batch_execute("SET application_name = 'kept'")
+            .await
+            .expect("set");
+        let v: String = a
+            .query_one("SHOW application_name", &[])
+            .await
+            .expect("show")
+            .get(0);
         assert_eq!(v, "kept");
         assert_eq!(item_names(&a).await, ["alpha-1"]);
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let b = connect(&proxy, "app.alpha", "alpha").await;
-    let v: String = b.query_one("SHOW application_name", &[]).await.expect("show").get(0);
-    assert_ne!(v, "kept", "session state must be reset between session-mode clients");
+    let v: String = b
+        .query_one("SHOW application_name", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_ne!(
+        v, "kept",
+        "session state must be reset between session-mode clients"
+    );
     assert_eq!(item_names(&b).await, ["alpha-1"]);
     proxy.shutdown().await;
 }
@@ -235,7 +276,9 @@ async fn a_query_split_across_segments_completes() {
         "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
     )))
     .await;
-    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.expect("tcp");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("tcp");
     s.set_nodelay(true).expect("nodelay");
     let mut buf = bytes::BytesMut::new();
     raw_login(&mut s, &mut buf, "app.acme", Some("acme")).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 struct TlsWorld {
     proxy: pgtenant::server::Proxy,
@@ -18,8 +18,14 @@ struct TlsWorld {
 async fn world(require: bool) -> TlsWorld {
     let acme = unique("erp_tls_acme");
     let globex = unique("erp_tls_globex");
-    create_db(&acme, "CREATE TABLE items (name text); INSERT INTO items VALUES ('acme-secret');");
-    create_db(&globex, "CREATE TABLE items (name text); INSERT INTO items VALUES ('globex-secret');");
+    create_db(
+        &acme,
+        "CREATE TABLE items (name text); INSERT INTO items VALUES ('acme-secret');",
+    );
+    create_db(
+        &globex,
+        "CREATE TABLE items (name text); INSERT INTO items VALUES ('globex-secret');",
+    );
     let cert = rcgen::generate_simple_self_signed(vec![
         "*.db.pgtenant.test".to_owned(),
         "localhost".to_owned(),
@@ -85,9 +91,16 @@ async fn sni_names_the_tenant_over_ssl_request() {
         "SELECT 1",
     );
     assert!(!ok);
-    assert!(err.contains("sni says \"acme\"") && err.contains("user says \"globex\""), "{err}");
+    assert!(
+        err.contains("sni says \"acme\"") && err.contains("user says \"globex\""),
+        "{err}"
+    );
     // Plain TCP still works when TLS is optional.
-    let (ok, out, err) = psql(&w.proxy, "sslmode=disable user=app.acme", "SELECT name FROM items");
+    let (ok, out, err) = psql(
+        &w.proxy,
+        "sslmode=disable user=app.acme",
+        "SELECT name FROM items",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "acme-secret");
     w.proxy.shutdown().await;
@@ -99,7 +112,11 @@ async fn require_refuses_plain_tcp() {
     let (ok, _, err) = psql(&w.proxy, "sslmode=disable user=app.acme", "SELECT 1");
     assert!(!ok);
     assert!(err.contains("requires TLS"), "{err}");
-    let (ok, out, err) = psql(&w.proxy, "sslmode=require user=app.acme", "SELECT name FROM items");
+    let (ok, out, err) = psql(
+        &w.proxy,
+        "sslmode=require user=app.acme",
+        "SELECT name FROM items",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "acme-secret");
     w.proxy.shutdown().await;
@@ -119,9 +136,14 @@ async fn direct_tls_with_alpn_logs_in() {
     .with_no_client_auth();
     cfg.alpn_protocols = vec![b"postgresql".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(w.proxy.addr()).await.expect("tcp");
+    let tcp = tokio::net::TcpStream::connect(w.proxy.addr())
+        .await
+        .expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("globex.db.pgtenant.test").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("direct TLS handshake");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("direct TLS handshake");
 
     let mut buf = BytesMut::new();
     raw_login(&mut tls, &mut buf, "app", None).await;

@@ -4,7 +4,9 @@
 
 pub(crate) mod scram;
 
-use crate::error::{ClientError, ClientFacing, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION};
+use crate::error::{
+    ClientError, ClientFacing, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]

@@ -35,9 +35,13 @@ impl Verifier {
             .strip_prefix("SCRAM-SHA-256$")
             .ok_or("not a SCRAM-SHA-256 verifier")?;
         let (params, keys) = rest.split_once('$').ok_or("missing '$' before the keys")?;
-        let (iter, salt) = params.split_once(':').ok_or("missing ':' after iterations")?;
+        let (iter, salt) = params
+            .split_once(':')
+            .ok_or("missing ':' after iterations")?;
         let (stored, server) = keys.split_once(':').ok_or("missing ':' between the keys")?;
-        let iterations: usize = iter.parse().map_err(|_| "iteration count is not a number")?;
+        let iterations: usize = iter
+            .parse()
+            .map_err(|_| "iteration count is not a number")?;
         if iterations == 0 {
             return Err("iteration count must be positive".into());
         }

@@ -208,8 +208,8 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| up.lost(e))?;
             }
             AUTH_SASL => {
-                let offers_scram = body
-                    [..].split(|b| *b == 0)
+                let offers_scram = body[..]
+                    .split(|b| *b == 0)
                     .any(|m| m == crate::auth::scram::MECHANISM.as_bytes());
                 if !offers_scram {
                     return Err(BackendError::AuthMethod {
@@ -218,8 +218,12 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
                     });
                 }
                 let s = ScramSha256::new(up.password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(crate::auth::scram::MECHANISM, s.message(), &mut out)
-                    .map_err(|e| up.lost(e))?;
+                frontend::sasl_initial_response(
+                    crate::auth::scram::MECHANISM,
+                    s.message(),
+                    &mut out,
+                )
+                .map_err(|e| up.lost(e))?;
                 scram = Some(s);
             }
             AUTH_SASL_CONTINUE => {

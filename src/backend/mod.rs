@@ -1,10 +1,10 @@
 //! Connecting and authenticating to shards (the upstream side), and the server connection type
 //! the pools hold.
 
-pub(crate) mod connect;
 pub(crate) mod conn;
+pub(crate) mod connect;
 
-use crate::error::{ClientError, ClientFacing, CONNECTION_FAILURE, UNABLE_TO_CONNECT};
+use crate::error::{CONNECTION_FAILURE, ClientError, ClientFacing, UNABLE_TO_CONNECT};
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -24,9 +24,13 @@ pub(crate) enum BackendError {
         /// The shard's `ErrorResponse`, forwarded to the client byte for byte.
         raw: Bytes,
     },
-    #[error("shard \"{shard}\" asks for an authentication method pgtenant does not support ({method})")]
+    #[error(
+        "shard \"{shard}\" asks for an authentication method pgtenant does not support ({method})"
+    )]
     AuthMethod { shard: String, method: String },
-    #[error("shard \"{shard}\" needs a password: set password, password_env or password_file for it")]
+    #[error(
+        "shard \"{shard}\" needs a password: set password, password_env or password_file for it"
+    )]
     NoPassword { shard: String },
     #[error("connection to shard \"{shard}\" lost: {reason}")]
     Lost { shard: String, reason: String },

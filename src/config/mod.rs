@@ -57,7 +57,6 @@ pub(crate) enum PlacementKind {
 /// A source a client may name its tenant with (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
-    Jwt,
     Sni,
     Options,
     User,
@@ -67,7 +66,6 @@ pub(crate) enum Source {
 impl Source {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Source::Jwt => "jwt",
             Source::Sni => "sni",
             Source::Options => "options",
             Source::User => "user",
@@ -160,7 +158,6 @@ pub(crate) struct User {
     pub(crate) verifier: Verifier,
     /// `None` means all tenants (`"*"`).
     pub(crate) tenants: Option<Vec<String>>,
-    pub(crate) admin: bool,
 }
 
 /// The validated, immutable configuration.

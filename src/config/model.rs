@@ -159,8 +159,6 @@ pub(crate) struct RawUser {
     pub(crate) password: String,
     #[serde(default = "all_tenants")]
     pub(crate) tenants: Vec<String>,
-    #[serde(default)]
-    pub(crate) admin: bool,
 }
 
 fn all_tenants() -> Vec<String> {

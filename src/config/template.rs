@@ -46,10 +46,6 @@ impl Template {
             .replace("{name}", vars.name)
             .replace("{user}", vars.user)
     }
-
-    pub(crate) fn uses_user(&self) -> bool {
-        self.0.contains("{user}")
-    }
 }
 
 impl fmt::Display for Template {

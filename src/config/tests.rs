@@ -27,14 +27,27 @@ fn no_shards_is_refused() {
 fn bad_values_name_their_key() {
     let e = err(&format!("{SHARD}[pool]\nmode = \"statement\"\n"));
     assert!(e.contains("pool.mode"), "{e}");
-    let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"database\"\nshard = \"zz\"\n"));
-    assert!(e.contains("tenants.acme.shard") && e.contains("unknown shard"), "{e}");
+    let e = err(&format!(
+        "{SHARD}[tenants.acme]\nplacement = \"database\"\nshard = \"zz\"\n"
+    ));
+    assert!(
+        e.contains("tenants.acme.shard") && e.contains("unknown shard"),
+        "{e}"
+    );
     let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"shared\"\n"));
     assert!(e.contains("tenants.acme.database"), "{e}");
-    let e = err(&format!("{SHARD}[tenants.acme]\nplacement = \"database\"\ndatabase = \"erp_{{tenantt}}\"\n"));
-    assert!(e.contains("tenants.acme.database") && e.contains("placeholder"), "{e}");
+    let e = err(&format!(
+        "{SHARD}[tenants.acme]\nplacement = \"database\"\ndatabase = \"erp_{{tenantt}}\"\n"
+    ));
+    assert!(
+        e.contains("tenants.acme.database") && e.contains("placeholder"),
+        "{e}"
+    );
     let e = err(&format!("{SHARD}[users.alice]\npassword = \"plaintext\"\n"));
-    assert!(e.contains("users.alice.password") && e.contains("hash-password"), "{e}");
+    assert!(
+        e.contains("users.alice.password") && e.contains("hash-password"),
+        "{e}"
+    );
     let e = err(&format!("{SHARD}[server]\nlisten = \"nowhere\"\n"));
     assert!(e.contains("server.listen"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\nunlisted = \"place\"\n"));
@@ -58,4 +71,20 @@ fn templates_and_context() {
     .expect("valid");
     assert_eq!(c.tenants["acme"].context, "3f2a");
     assert!(c.tenancy.unlisted.is_some());
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pgtenant.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // password_file is relative to the config file: copy it next to a secret file.
+    let copy = dir.path().join("pgtenant.toml");
+    std::fs::copy(&path, &copy).expect("copy");
+    std::fs::write(dir.path().join("eu2.password"), "pw\n").expect("secret");
+    // SAFETY: this test is the only reader of this variable.
+    unsafe { std::env::set_var("PGTENANT_EU1_PASSWORD", "pw") };
+    let c = Config::load(&copy).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.shards["eu2"].password.as_deref(), Some("pw"));
+    assert!(c.tenancy.unlisted.is_some());
+    assert_eq!(c.tenants["globex"].context, "0b6f3c1e-5d0a-4a8e-9c3f-2e1d7b8a9c10");
 }

@@ -34,7 +34,10 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         require: t.require,
     });
     if let Some(t) = &tls {
-        for (key, path) in [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)] {
+        for (key, path) in [
+            ("tls.cert_file", &t.cert_file),
+            ("tls.key_file", &t.key_file),
+        ] {
             if !path.is_file() {
                 return Err(ConfigError::invalid(
                     key,
@@ -149,7 +152,10 @@ fn shards(
             s.password.clone()
         };
         if s.user.is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.user"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                format!("{key}.user"),
+                "must not be empty",
+            ));
         }
         out.insert(
             name.clone(),
@@ -271,10 +277,7 @@ fn source(key: &str, s: &str) -> Result<Source, ConfigError> {
     }
 }
 
-fn tenancy(
-    raw: RawTenancy,
-    shards: &BTreeMap<String, Arc<Shard>>,
-) -> Result<Tenancy, ConfigError> {
+fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Tenancy, ConfigError> {
     let mut sources = Vec::new();
     for (i, s) in raw.resolve.iter().enumerate() {
         let src = source(&format!("tenancy.resolve[{i}]"), s)?;
@@ -443,14 +446,7 @@ fn users(raw: BTreeMap<String, RawUser>) -> Result<HashMap<String, User>, Config
         } else {
             Some(u.tenants)
         };
-        out.insert(
-            name,
-            User {
-                verifier,
-                tenants,
-                admin: u.admin,
-            },
-        );
+        out.insert(name, User { verifier, tenants });
     }
     Ok(out)
 }

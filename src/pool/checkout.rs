@@ -28,10 +28,6 @@ impl Checkout {
         self.conn.as_mut().unwrap_or_else(|| unreachable!())
     }
 
-    pub(crate) fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
     /// Returns a clean, idle connection to the pool.
     pub(crate) fn release(mut self) {
         if let Some(conn) = self.conn.take() {

@@ -70,7 +70,6 @@ impl Pools {
                 Arc::new(Pool {
                     key: route.key.clone(),
                     shard: route.shard.clone(),
-                    size: route.pool_size,
                     permits: Arc::new(Semaphore::new(route.pool_size)),
                     idle: Mutex::new(Vec::new()),
                     params: OnceLock::new(),
@@ -89,7 +88,6 @@ impl Pools {
 pub(crate) struct Pool {
     pub(crate) key: PoolKey,
     shard: Arc<Shard>,
-    size: usize,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<ServerConn>>,
     params: OnceLock<ServerParams>,
@@ -101,8 +99,7 @@ impl Pool {
     /// a new one.
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
         let wait = self.settings.query_wait_timeout;
-        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
-        {
+        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             _ => {
                 return Err(PoolError::WaitTimeout {
@@ -160,10 +157,6 @@ impl Pool {
     /// The server's `ParameterStatus` list, once any connection was made.
     pub(crate) fn params(&self) -> Option<&ServerParams> {
         self.params.get()
-    }
-
-    pub(crate) fn size(&self) -> usize {
-        self.size
     }
 }
 

@@ -11,8 +11,6 @@ use pgwire::messages::startup::{
 /// Severity of an error pgtenant sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Severity {
-    /// The statement failed; the session goes on.
-    Error,
     /// The session ends after this message.
     Fatal,
 }
@@ -20,7 +18,6 @@ pub(crate) enum Severity {
 impl Severity {
     fn as_str(self) -> &'static str {
         match self {
-            Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
         }
     }
@@ -79,7 +76,10 @@ pub(crate) fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
 }
 
 pub(crate) fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(&ParameterStatus::new(name.to_owned(), value.to_owned()), buf);
+    put(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        buf,
+    );
 }
 
 pub(crate) fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
@@ -102,12 +102,6 @@ pub(crate) fn query(buf: &mut BytesMut, sql: &str) {
     buf.put_u32((4 + sql.len() + 1) as u32);
     buf.put_slice(sql.as_bytes());
     buf.put_u8(0);
-}
-
-/// Frontend `Terminate` message.
-pub(crate) fn terminate(buf: &mut BytesMut) {
-    buf.put_u8(b'X');
-    buf.put_u32(4);
 }
 
 /// Quotes a string literal for SQL (`'` doubled); the result is safe with

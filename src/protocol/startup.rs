@@ -103,7 +103,9 @@ fn decode_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, StartupPacket
         params.push((key, value));
     }
     if !rest.is_empty() {
-        return Err(StartupPacketError::Layout("bytes after the final terminator"));
+        return Err(StartupPacketError::Layout(
+            "bytes after the final terminator",
+        ));
     }
     Ok(params)
 }

@@ -80,8 +80,5 @@ fn reads_ready_status_and_error_fields() {
     assert_eq!(ready_status(b"Z\0\0\0\x05T"), Some(b'T'));
     assert_eq!(ready_status(b"Z\0\0\0\x05"), None);
     let msg = b"E\0\0\0\x1cSERROR\0C42501\0Mno way\0\0";
-    assert_eq!(
-        error_fields(msg),
-        ("42501".to_owned(), "no way".to_owned())
-    );
+    assert_eq!(error_fields(msg), ("42501".to_owned(), "no way".to_owned()));
 }

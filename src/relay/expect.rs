@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expect {
     /// Client Parse, forwarded; `prepared` names the server statement it creates, if any.
-    Parse { prepared: Option<Box<str>> },
+    Parse {
+        prepared: Option<Box<str>>,
+    },
     Bind,
     Describe,
     Execute,
@@ -23,7 +25,9 @@ pub(crate) enum Expect {
     Query,
     FunctionCall,
     /// A Parse pgtenant injected before a Bind/Describe: its ParseComplete is hidden.
-    HiddenParse { prepared: Box<str> },
+    HiddenParse {
+        prepared: Box<str>,
+    },
     /// A Query pgtenant injected (reset, tenant setup): all its replies are hidden.
     HiddenQuery,
     /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
@@ -33,10 +37,6 @@ pub(crate) enum Expect {
 }
 
 impl Expect {
-    fn is_fake(&self) -> bool {
-        matches!(self, Expect::FakeParseComplete | Expect::FakeCloseComplete)
-    }
-
     /// Requests answered by everything up to a ReadyForQuery.
     fn ends_with_ready(&self) -> bool {
         matches!(
@@ -138,7 +138,9 @@ impl Expected {
 
     #[cfg(test)]
     pub(crate) fn head_is_fake(&self) -> bool {
-        self.queue.front().is_some_and(Expect::is_fake)
+        self.queue
+            .front()
+            .is_some_and(|e| matches!(e, Expect::FakeParseComplete | Expect::FakeCloseComplete))
     }
 }
 
@@ -169,9 +171,13 @@ mod tests {
     #[test]
     fn hidden_parse_reply_is_hidden_and_error_skips_to_sync() {
         let mut q = Expected::default();
-        q.push(Expect::HiddenParse { prepared: "pgt_a".into() });
+        q.push(Expect::HiddenParse {
+            prepared: "pgt_a".into(),
+        });
         q.push(Expect::Bind);
-        q.push(Expect::Parse { prepared: Some("pgt_b".into()) });
+        q.push(Expect::Parse {
+            prepared: Some("pgt_b".into()),
+        });
         q.push(Expect::FakeCloseComplete);
         q.push(Expect::Sync);
         let mut dropped = Vec::new();

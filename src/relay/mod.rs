@@ -17,7 +17,9 @@ use prepared::{Prepared, Statements, cstr};
 
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
-use crate::error::{ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, PROTOCOL_VIOLATION};
+use crate::error::{
+    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, PROTOCOL_VIOLATION,
+};
 use crate::pool::Checkout;
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
@@ -30,21 +32,21 @@ use crate::stream::ClientStream;
 const HIGH_WATER: usize = 256 * 1024;
 
 /// How a client's session ended.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Outcome {
-    /// The client sent Terminate or closed its socket.
+    #[error("client left")]
     ClientLeft,
-    /// The proxy is shutting down.
+    #[error("pgtenant shutting down")]
     Shutdown,
-    /// The server connection failed; the client was told.
+    #[error("server connection lost: {0}")]
     ServerLost(String),
-    /// pgtenant's setup statement failed on the server.
+    #[error("tenant setup statement failed: {0}")]
     SetupFailed(String),
-    /// The client sent something that is not the PostgreSQL protocol.
+    #[error("protocol violation: {0}")]
     Protocol(String),
-    /// No server connection could be had.
+    #[error("no server connection: {0}")]
     NoServer(String),
-    /// The client's socket failed.
+    #[error("client connection failed: {0}")]
     ClientIo(String),
 }
 
@@ -53,7 +55,9 @@ enum Pump {
     /// At a transaction boundary in transaction mode: give the server back.
     Release,
     /// The client left; `clean` says whether the server is at an idle boundary.
-    ClientGone { clean: bool },
+    ClientGone {
+        clean: bool,
+    },
     ServerLost(String),
     SetupFailed(Bytes),
     Protocol(String),
@@ -371,10 +375,10 @@ impl Relay {
             for name in self.dropped.drain(..) {
                 conn.prepared.remove(&name);
             }
-            if h.tag == backend::READY_FOR_QUERY {
-                if let Some(status) = messages::ready_status(&self.sin[..h.total()]) {
-                    self.status = status;
-                }
+            if h.tag == backend::READY_FOR_QUERY
+                && let Some(status) = messages::ready_status(&self.sin[..h.total()])
+            {
+                self.status = status;
             }
             let n = h.total().min(self.sin.len());
             if !self.s_hide {
@@ -485,7 +489,8 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
         ..
     } = login;
     let mut shutdown = shared.shutdown.clone();
-    let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) = tokio::io::split(stream);
+    let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
+        tokio::io::split(stream);
     let mut relay = Relay::new();
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
@@ -537,7 +542,9 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
                 c
             }
         };
-        let result = relay.pump(&mut cr, &mut cw, checkout.conn(), route.mode).await;
+        let result = relay
+            .pump(&mut cr, &mut cw, checkout.conn(), route.mode)
+            .await;
         cancel.set(None);
         match result {
             Pump::Release => checkout.release(),
@@ -570,13 +577,17 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
                 tracing::error!(tenant = %route.tenant, %code, %message, "tenant setup statement failed");
                 let err = ClientError::new(
                     CONNECTION_FAILURE,
-                    format!("could not scope the server connection to tenant \"{}\": {message}", route.tenant),
+                    format!(
+                        "could not scope the server connection to tenant \"{}\": {message}",
+                        route.tenant
+                    ),
                 );
                 send_error(&mut cw, &mut relay.cout, &err).await;
                 return Outcome::SetupFailed(message);
             }
             Pump::Protocol(reason) => {
-                let err = ClientError::new(PROTOCOL_VIOLATION, format!("protocol violation: {reason}"));
+                let err =
+                    ClientError::new(PROTOCOL_VIOLATION, format!("protocol violation: {reason}"));
                 send_error(&mut cw, &mut relay.cout, &err).await;
                 return Outcome::Protocol(reason);
             }

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(p1.parse[0], b'P');
         let len = u32::from_be_bytes([p1.parse[1], p1.parse[2], p1.parse[3], p1.parse[4]]);
         assert_eq!(len as usize + 1, p1.parse.len());
-        assert_eq!(b.get(b"s1").map(|p| p.server_name.clone()), Some(p3.server_name.clone()));
+        assert_eq!(
+            b.get(b"s1").map(|p| p.server_name.clone()),
+            Some(p3.server_name.clone())
+        );
         b.close(b"s1");
         assert!(b.get(b"s1").is_none());
     }

@@ -22,7 +22,6 @@ pub(crate) struct PoolKey {
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) tenant: Arc<str>,
-    pub(crate) kind: PlacementKind,
     pub(crate) shard: Arc<Shard>,
     pub(crate) key: PoolKey,
     pub(crate) mode: PoolMode,
@@ -67,7 +66,6 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
     };
     Some(Route {
         tenant: Arc::from(tenant.name.as_str()),
-        kind: rule.kind,
         key: PoolKey {
             shard: shard.name.clone(),
             database,

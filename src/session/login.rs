@@ -59,16 +59,15 @@ pub(crate) async fn login(
         let names: Vec<&str> = config.tenancy.sources.iter().map(|s| s.as_str()).collect();
         TenantError::Missing(names.join(", "))
     })?;
-    if let Some(user) = config.users.get(&hint.user) {
-        if let Some(allowed) = &user.tenants {
-            if !allowed.iter().any(|t| t == &tenant_name) {
-                return Err(AuthError::TenantNotAllowed {
-                    user: hint.user.clone(),
-                    tenant: tenant_name,
-                }
-                .into());
-            }
+    if let Some(user) = config.users.get(&hint.user)
+        && let Some(allowed) = &user.tenants
+        && !allowed.iter().any(|t| t == &tenant_name)
+    {
+        return Err(AuthError::TenantNotAllowed {
+            user: hint.user.clone(),
+            tenant: tenant_name,
         }
+        .into());
     }
     let tenant = directory::lookup(config, &tenant_name)?;
     let route = route(config, &tenant, &hint.user).ok_or(LoginError::NoShard)?;

@@ -12,7 +12,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::AuthError;
-use crate::error::{ClientError, ClientFacing, INTERNAL_ERROR, PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS};
+use crate::error::{
+    ClientError, ClientFacing, INTERNAL_ERROR, PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS,
+};
 use crate::pool::PoolError;
 use crate::relay;
 use crate::server::Shared;
@@ -107,13 +109,13 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         Ok(l) => l,
         Err(e) => {
             tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "login refused");
-            if let LoginError::Pool(PoolError::Backend(b)) = &e {
-                if let Some(raw) = b.upstream_raw() {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = stream.write_all(raw).await;
-                    let _ = stream.shutdown().await;
-                    return;
-                }
+            if let LoginError::Pool(PoolError::Backend(b)) = &e
+                && let Some(raw) = b.upstream_raw()
+            {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(raw).await;
+                let _ = stream.shutdown().await;
+                return;
             }
             startup::refuse(&mut stream, &e.to_client()).await;
             return;
@@ -129,5 +131,5 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         "client logged in"
     );
     let outcome = relay::run(&shared, stream, logged_in).await;
-    tracing::info!(peer = %ctx.peer, outcome = ?outcome, "client disconnected");
+    tracing::info!(peer = %ctx.peer, %outcome, "client disconnected");
 }

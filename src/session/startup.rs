@@ -45,7 +45,10 @@ impl ClientFacing for StartupError {
 
 /// What the first packets asked for.
 pub(crate) enum Negotiated {
-    Cancel { pid: i32, secret: Vec<u8> },
+    Cancel {
+        pid: i32,
+        secret: Vec<u8>,
+    },
     Client {
         stream: ClientStream,
         params: StartupParams,
@@ -140,7 +143,9 @@ pub(crate) async fn negotiate(
                     fail!(None, e);
                 }
             }
-            Ok(FirstPacket::Cancel { pid, secret }) => return Ok(Negotiated::Cancel { pid, secret }),
+            Ok(FirstPacket::Cancel { pid, secret }) => {
+                return Ok(Negotiated::Cancel { pid, secret });
+            }
             Ok(FirstPacket::Startup(params)) => {
                 if tls_required && !stream.is_tls() {
                     fail!(Some(stream), StartupError::TlsRequired);

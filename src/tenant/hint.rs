@@ -28,7 +28,6 @@ pub(crate) fn read(
     let mut found: Vec<(Source, String)> = Vec::new();
     for source in &tenancy.sources {
         let value = match source {
-            Source::Jwt => None,
             Source::Sni => sni.and_then(|name| sni_tenant(name, tenancy.sni_suffix.as_deref())),
             Source::Options => options.clone(),
             Source::User => match raw_user.rsplit_once(tenancy.user_separator.as_str()) {
@@ -48,15 +47,15 @@ pub(crate) fn read(
             found.push((*source, v));
         }
     }
-    if let Some((first, first_value)) = found.first() {
-        if let Some((second, second_value)) = found.iter().find(|(_, v)| v != first_value) {
-            return Err(TenantError::Disagree {
-                first: first.as_str(),
-                first_value: first_value.clone(),
-                second: second.as_str(),
-                second_value: second_value.clone(),
-            });
-        }
+    if let Some((first, first_value)) = found.first()
+        && let Some((second, second_value)) = found.iter().find(|(_, v)| v != first_value)
+    {
+        return Err(TenantError::Disagree {
+            first: first.as_str(),
+            first_value: first_value.clone(),
+            second: second.as_str(),
+            second_value: second_value.clone(),
+        });
     }
     Ok(Hint {
         tenant: found.into_iter().next().map(|(_, v)| v),

@@ -5,12 +5,16 @@ pub(crate) mod directory;
 pub(crate) mod hint;
 pub(crate) mod name;
 
-use crate::error::{ClientError, ClientFacing, INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, UNKNOWN_DATABASE};
+use crate::error::{
+    ClientError, ClientFacing, INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, UNKNOWN_DATABASE,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub(crate) enum TenantError {
-    #[error("tenant sources disagree: {first} says \"{first_value}\" but {second} says \"{second_value}\"")]
+    #[error(
+        "tenant sources disagree: {first} says \"{first_value}\" but {second} says \"{second_value}\""
+    )]
     Disagree {
         first: &'static str,
         first_value: String,

@@ -20,10 +20,10 @@ impl PgBinaries {
         if let Ok(dir) = std::env::var("PGTENANT_PG_BIN") {
             candidates.push(dir.into());
         }
-        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-            if out.status.success() {
-                candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
-            }
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+            && out.status.success()
+        {
+            candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
         }
         if let Some(path) = std::env::var_os("PATH") {
             candidates.extend(std::env::split_paths(&path));
@@ -37,7 +37,7 @@ impl PgBinaries {
                 Some((v, e.path().join("bin")))
             })
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
         candidates.extend(versioned.into_iter().map(|(_, p)| p));
         candidates
             .into_iter()

@@ -84,7 +84,16 @@ impl Cluster {
             .command(self.bins.bin_dir.join("initdb"))
             .arg("-D")
             .arg(self.data_dir())
-            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=md5", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=md5",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .map_err(|e| format!("initdb: {e}"))?;

@@ -188,7 +188,9 @@ pub async fn read_msg<S: tokio::io::AsyncRead + Unpin>(
 ) -> postgres_protocol::message::backend::Message {
     use tokio::io::AsyncReadExt;
     loop {
-        if let Some(m) = postgres_protocol::message::backend::Message::parse(buf).expect("valid message") {
+        if let Some(m) =
+            postgres_protocol::message::backend::Message::parse(buf).expect("valid message")
+        {
             return m;
         }
         let n = s.read_buf(buf).await.expect("read");

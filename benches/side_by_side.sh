@@ -1,0 +1,467 @@
+#!/usr/bin/env bash
+# Side-by-side throughput benchmark: PostgreSQL direct vs PgBouncer vs pgtenant
+# (database placement and shared placement), pgbench select-only, plus the memory
+# cost of idle client connections held by pgtenant.
+#
+# Everything runs on loopback in a throwaway directory that is removed on exit:
+# a PostgreSQL 15 cluster, PgBouncer (transaction mode) and pgtenant (transaction mode).
+#
+# Usage:   benches/side_by_side.sh
+# Tunables (environment variables, defaults in brackets):
+#   REPEAT [3]            runs per (protocol, clients, target) cell; the median is reported
+#   DURATION [10]         seconds per pgbench run
+#   POOL [20]             server pool size of PgBouncer and pgtenant
+#   CLIENTS ["16 100"]    pgbench client counts (-c), each run with -j THREADS
+#   THREADS [2]           pgbench threads (-j)
+#   PROTOCOLS ["simple extended"]  pgbench query modes (-M)
+#   TARGETS ["direct pgbouncer pgtenant-db pgtenant-shared"]
+#   SCALE [10]            pgbench -i scale factor
+#   IDLE_CLIENTS [2000]   idle connections for the memory measurement (0 skips it)
+#   IDLE_SLEEP [15]       seconds each idle client sleeps (must exceed the connect time)
+#   PG_BIN [/usr/lib/postgresql/15/bin]
+#   PGBOUNCER [/usr/sbin/pgbouncer]
+#   PGTENANT_BIN [target/release/pgtenant]; SKIP_BUILD=1 skips `cargo build --release`
+#   RESULTS_DIR [benches/results]
+set -euo pipefail
+
+# Tunables set explicitly (for the command line printed with the results).
+EXTRA_ENV=
+for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD; do
+    if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
+done
+
+REPEAT=${REPEAT:-3}
+DURATION=${DURATION:-10}
+POOL=${POOL:-20}
+CLIENTS=${CLIENTS:-"16 100"}
+THREADS=${THREADS:-2}
+PROTOCOLS=${PROTOCOLS:-"simple extended"}
+TARGETS=${TARGETS:-"direct pgbouncer pgtenant-db pgtenant-shared"}
+SCALE=${SCALE:-10}
+IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
+IDLE_SLEEP=${IDLE_SLEEP:-15}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
+RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
+STAMP=$(date +%Y-%m-%d-%H%M%S)
+CSV=$RESULTS_DIR/side_by_side-$STAMP.csv
+REPORT=$RESULTS_DIR/side_by_side-$STAMP.md
+CMDLINE="REPEAT=$REPEAT DURATION=$DURATION POOL=$POOL ${EXTRA_ENV}benches/side_by_side.sh"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
+for t in $TARGETS; do
+    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared) ;; *) die "unknown target '$t'";; esac
+done
+
+# ---------------------------------------------------------------- prerequisites
+for tool in pgbench psql python3 "$PG_BIN/initdb" "$PG_BIN/pg_ctl"; do
+    command -v "$tool" >/dev/null || die "missing $tool (PostgreSQL 15 server and client packages)"
+done
+[[ -x $PGBOUNCER ]] || die "missing $PGBOUNCER (apt-get install -y pgbouncer)"
+if [[ $EUID -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "running as root needs an OS user 'postgres' to run PostgreSQL and PgBouncer"
+    as_pg() { runuser -u postgres -- "$@"; }
+else
+    as_pg() { "$@"; }
+fi
+
+# Many clients (pgbench -c 2000, poolers with 1000+ sockets) need file descriptors;
+# children (pgbench, pgbouncer, pgtenant) inherit this limit.
+if ! ulimit -n 8192 2>/dev/null; then
+    log "warning: could not raise the open-file limit to 8192 (now $(ulimit -n)); large client counts may fail"
+fi
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building pgtenant (cargo build --release)"
+    (cd "$REPO" && cargo build --release) >"${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" 2>&1 \
+        || { tail -40 "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" >&2; die "cargo build --release failed"; }
+    rm -f "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log"
+fi
+[[ -x $PGTENANT_BIN ]] || die "pgtenant binary not found at $PGTENANT_BIN"
+
+# ---------------------------------------------------------------- cleanup
+TMP=$(mktemp -d -t pgtenant-bench.XXXXXX)
+PGDATA=$TMP/data
+PGTENANT_PID=
+IDLE_PID=
+PG_STARTED=0
+
+stop_pid() { # pid [seconds]: TERM, wait, then KILL
+    local pid=$1 wait=${2:-10} i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < wait * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    stop_pid "$IDLE_PID" 2
+    stop_pid "$PGTENANT_PID" 5
+    if [[ -f $TMP/pgbouncer.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer.pid")" 5; fi
+    if ((PG_STARTED)); then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
+    if ((rc != 0)) && [[ -d $TMP ]]; then
+        local keep="$RESULTS_DIR/failed-$STAMP-logs"
+        mkdir -p "$keep" && cp "$TMP"/*.log "$keep"/ 2>/dev/null && cp -r "$TMP"/runs "$keep"/ 2>/dev/null
+        printf 'logs of the failed run kept in %s\n' "$keep" >&2
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+chmod 755 "$TMP"
+mkdir -p "$TMP/runs" "$RESULTS_DIR"
+[[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP"
+
+read -r PGPORT PGB_PORT PGT_PORT < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(3):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+EOF
+)
+
+wait_port() { # port name pid-or-empty
+    local port=$1 name=$2 pid=${3:-} i
+    for ((i = 0; i < 200; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then die "$name exited during startup"; fi
+        sleep 0.1
+    done
+    die "$name did not listen on 127.0.0.1:$port within 20 s"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+log "PostgreSQL 15 on 127.0.0.1:$PGPORT (dir $TMP)"
+echo postgres >"$TMP/pwfile"
+[[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP/pwfile"
+as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --pwfile="$TMP/pwfile" \
+    --auth-host=md5 --auth-local=trust -E UTF8 --no-sync >"$TMP/initdb.log" 2>&1 \
+    || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/postgres.log" -w -t 60 start -o \
+    "-p $PGPORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$TMP -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    >/dev/null || { cat "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
+PG_STARTED=1
+
+psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PGPORT" -U postgres -d postgres >/dev/null <<'EOF' || die "creating role/database failed"
+CREATE ROLE pgtenant LOGIN PASSWORD 'bench' NOSUPERUSER;
+CREATE DATABASE erp_bench OWNER pgtenant;
+EOF
+log "pgbench -i -s $SCALE into erp_bench"
+PGPASSWORD=bench pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U pgtenant erp_bench >"$TMP/pgbench-init.log" 2>&1 \
+    || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
+psql -X -q -h "$TMP" -p "$PGPORT" -U postgres -d erp_bench -c "VACUUM ANALYZE" >/dev/null
+
+# ---------------------------------------------------------------- PgBouncer
+cat >"$TMP/userlist.txt" <<'EOF'
+"pgtenant" "bench"
+EOF
+cat >"$TMP/pgbouncer.ini" <<EOF
+[databases]
+erp_bench = host=127.0.0.1 port=$PGPORT dbname=erp_bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir = $TMP
+auth_type = scram-sha-256
+auth_file = $TMP/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 1000
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+EOF
+[[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+log "PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}') on 127.0.0.1:$PGB_PORT"
+# runuser's PAM session resets the soft open-file limit (to 1024): raise it again.
+as_pg sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"' "$PGBOUNCER" -d "$TMP/pgbouncer.ini" >"$TMP/pgbouncer-start.log" 2>&1 \
+    || { cat "$TMP/pgbouncer-start.log" "$TMP/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start"; }
+for _ in $(seq 50); do [[ -s $TMP/pgbouncer.pid ]] && break; sleep 0.1; done
+[[ -s $TMP/pgbouncer.pid ]] || die "PgBouncer wrote no pidfile"
+wait_port "$PGB_PORT" PgBouncer "$(cat "$TMP/pgbouncer.pid")"
+
+# ---------------------------------------------------------------- pgtenant
+VERIFIER=$(printf bench | "$PGTENANT_BIN" hash-password 2>/dev/null | tail -1)
+[[ $VERIFIER == SCRAM-SHA-256\$* ]] || die "pgtenant hash-password printed no verifier (got '$VERIFIER')"
+cat >"$TMP/pgtenant.toml" <<EOF
+[server]
+listen = "127.0.0.1:$PGT_PORT"
+max_client_conn = 5000
+shutdown_timeout = 1
+
+[pool]
+mode = "transaction"
+default_pool_size = $POOL
+
+[tenancy]
+resolve = ["user", "database"]
+
+[shards.main]
+host = "127.0.0.1"
+port = $PGPORT
+user = "pgtenant"
+password = "bench"
+
+[users.pgtenant]
+password = "$VERIFIER"
+tenants = ["*"]
+
+[tenants.bench]
+placement = "database"
+shard = "main"
+database = "erp_bench"
+
+[tenants.benchs]
+placement = "shared"
+shard = "main"
+database = "erp_bench"
+EOF
+
+start_pgtenant() {
+    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} "$PGTENANT_BIN" run --config "$TMP/pgtenant.toml" >>"$TMP/pgtenant.log" 2>&1 &
+    PGTENANT_PID=$!
+    wait_port "$PGT_PORT" pgtenant "$PGTENANT_PID"
+}
+PGTENANT_DESC="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+uncommitted changes')"
+[[ $PGTENANT_BIN -ef $REPO/target/release/pgtenant ]] || PGTENANT_DESC="binary $PGTENANT_BIN (repo at $PGTENANT_DESC)"
+log "pgtenant $PGTENANT_DESC on 127.0.0.1:$PGT_PORT"
+start_pgtenant
+
+# ---------------------------------------------------------------- targets
+target_conn() { # target -> "port user dbname"
+    case $1 in
+        direct) echo "$PGPORT pgtenant erp_bench" ;;
+        pgbouncer) echo "$PGB_PORT pgtenant erp_bench" ;;
+        pgtenant-db) echo "$PGT_PORT pgtenant.bench bench" ;;
+        pgtenant-shared) echo "$PGT_PORT pgtenant.benchs benchs" ;;
+    esac
+}
+
+# Sanity: every target answers, and shared placement really sets the tenant GUC.
+for t in $TARGETS; do
+    read -r port user db < <(target_conn "$t")
+    out=$(PGPASSWORD=bench psql -X -At -h 127.0.0.1 -p "$port" -U "$user" -d "$db" \
+        -c "SELECT current_database() || '|' || coalesce(current_setting('app.current_tenant', true), '')" 2>&1) \
+        || { echo "$out" >&2; tail -20 "$TMP/pgtenant.log" >&2; die "target $t does not answer"; }
+    case $t in
+        pgtenant-shared) [[ $out == "erp_bench|benchs" ]] || die "pgtenant-shared: expected 'erp_bench|benchs', got '$out'" ;;
+        *) [[ $out == erp_bench\|* ]] || die "$t: expected database erp_bench, got '$out'" ;;
+    esac
+done
+log "all targets answer; shared placement sets app.current_tenant"
+
+# ---------------------------------------------------------------- throughput matrix
+echo "stamp,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed" >"$CSV"
+declare -A TPS # key "proto clients target" -> space-separated tps list
+
+fail_run() { # logfile message [target]
+    {
+        printf '\n----- pgbench output (%s) -----\n' "$1"
+        cat "$1"
+        if [[ ${3:-} == pgtenant* ]] && kill -0 "$PGTENANT_PID" 2>/dev/null; then
+            printf -- '----- pgtenant process after the run -----\n'
+            ps -o pid,stat,pcpu,rss,nlwp,etime -p "$PGTENANT_PID"
+            printf -- '----- pgtenant client sockets (state / Recv-Q) -----\n'
+            ss -Htn "( sport = :$PGT_PORT )" | awk '{print $1, "recvq=" $2}' | sort | uniq -c | sort -rn | head
+            if command -v gdb >/dev/null; then
+                printf -- '----- pgtenant threads (gdb, pgtenant frames only) -----\n'
+                timeout 60 gdb -p "$PGTENANT_PID" -batch -ex 'thread apply all bt 30' 2>/dev/null \
+                    | grep -E '^Thread|^#[0-9]+ +(0x[0-9a-f]+ in )?pgtenant::' | sed -E 's/ \(\) at / at /' | cut -c1-160 | head -40
+            fi
+        fi
+        printf -- '----- pgtenant log (last 40 lines) -----\n'
+        tail -40 "$TMP/pgtenant.log" 2>/dev/null
+        printf -- '----- pgbouncer log (last 10 lines) -----\n'
+        tail -10 "$TMP/pgbouncer.log" 2>/dev/null
+        printf -- '----- postgres log (last 10 lines) -----\n'
+        tail -10 "$TMP/postgres.log" 2>/dev/null
+    } >&2
+    die "$2"
+}
+
+run_one() { # proto clients target rep
+    local proto=$1 c=$2 t=$3 rep=$4 port user db rc=0
+    read -r port user db < <(target_conn "$t")
+    local out="$TMP/runs/$proto-$c-$t-$rep.log"
+    PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
+        pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
+        -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out" 2>&1 || rc=$?
+    ((rc != 124 && rc != 137)) || fail_run "$out" "pgbench against $t hung (killed after $((DURATION + 30)) s): $proto c=$c rep=$rep" "$t"
+    ((rc == 0)) || fail_run "$out" "pgbench against $t exited with $rc: $proto c=$c rep=$rep" "$t"
+    local tps lat n failed
+    tps=$(awk '/^tps = / {print $3; exit}' "$out")
+    lat=$(awk '/^latency average = / {print $4; exit}' "$out")
+    n=$(awk -F': ' '/^number of transactions actually processed/ {print $2; exit}' "$out")
+    failed=$(awk '/^number of failed transactions/ {print $5; exit}' "$out")
+    [[ -n $tps && -n $n ]] || fail_run "$out" "could not parse pgbench output for $t $proto c=$c rep=$rep" "$t"
+    [[ ${failed:-0} == 0 ]] || fail_run "$out" "$failed failed transactions against $t: $proto c=$c rep=$rep" "$t"
+    grep -qi 'aborted' "$out" && fail_run "$out" "pgbench reports aborted clients against $t: $proto c=$c rep=$rep" "$t"
+    [[ -n ${n%%/*} && ${n%%/*} -gt 0 ]] || fail_run "$out" "no transactions processed against $t" "$t"
+    echo "$STAMP,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0}" >>"$CSV"
+    TPS["$proto $c $t"]+="$tps "
+    log "$(printf '%-8s c=%-3s rep %d/%d  %-16s %10.0f tps  (%s ms avg)' "$proto" "$c" "$rep" "$REPEAT" "$t" "$tps" "$lat")"
+}
+
+n_targets=$(wc -w <<<"$TARGETS"); n_cells=$(( $(wc -w <<<"$PROTOCOLS") * $(wc -w <<<"$CLIENTS") ))
+log "matrix: $n_cells cells x $n_targets targets x $REPEAT reps x ${DURATION}s ≈ $(( n_cells * n_targets * REPEAT * DURATION / 60 + 1 )) min"
+for proto in $PROTOCOLS; do
+    for c in $CLIENTS; do
+        for ((rep = 1; rep <= REPEAT; rep++)); do
+            for t in $TARGETS; do run_one "$proto" "$c" "$t" "$rep"; done
+        done
+    done
+done
+
+# Leftover errors in pgtenant's log are worth knowing about even when pgbench was happy.
+PGT_ERRORS=$(grep -cE '(WARN|ERROR)' "$TMP/pgtenant.log" 2>/dev/null || true)
+
+# ---------------------------------------------------------------- idle-connection memory
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+established() { # clients connected to pgtenant's listen port
+    ss -Htn state established "( sport = :$PGT_PORT )" 2>/dev/null | wc -l
+}
+MEM_LINES=()
+if ((IDLE_CLIENTS > 0)); then
+    log "memory: restarting pgtenant, then $IDLE_CLIENTS idle clients (pgbench \\sleep $IDLE_SLEEP s)"
+    stop_pid "$PGTENANT_PID" 5
+    start_pgtenant
+    # One short session so the pool and its server connection exist in the baseline.
+    PGPASSWORD=bench psql -X -At -h 127.0.0.1 -p "$PGT_PORT" -U pgtenant.bench -d bench -c 'SELECT 1' >/dev/null \
+        || die "pgtenant does not answer after restart"
+    sleep 1
+    RSS_BEFORE=$(rss_kib "$PGTENANT_PID")
+    printf '\\sleep %s s\n' "$IDLE_SLEEP" >"$TMP/idle.sql"
+    # -t 1, not -T: pgbench's -T clock includes the connection phase (2,000 SCRAM logins
+    # take seconds), while with -t 1 every client connects, waits for all the others
+    # (pgbench's start barrier), sleeps IDLE_SLEEP s and leaves.
+    PGPASSWORD=bench timeout -k 5 $((IDLE_SLEEP + 300)) pgbench --no-vacuum -c "$IDLE_CLIENTS" -j 4 -t 1 -f "$TMP/idle.sql" \
+        -h 127.0.0.1 -p "$PGT_PORT" -U pgtenant.bench bench >"$TMP/runs/idle.log" 2>&1 &
+    IDLE_PID=$!
+    # pgbench (15) connects all clients first, then starts every client's script together
+    # (a barrier), so once all are connected they all sleep for IDLE_SLEEP s: sample then.
+    t0=$SECONDS peak=0 last=-1
+    while kill -0 "$IDLE_PID" 2>/dev/null && ((SECONDS - t0 < 180)); do
+        n=$(established); ((n > peak)) && peak=$n
+        ((n >= IDLE_CLIENTS)) && break
+        if ((SECONDS - t0 >= last + 5)); then last=$((SECONDS - t0)); log "  $n/$IDLE_CLIENTS clients connected after ${last}s"; fi
+        sleep 0.5
+    done
+    CONNECT_S=$((SECONDS - t0))
+    sleep 2
+    if kill -0 "$IDLE_PID" 2>/dev/null; then
+        CONNECTED=$(established)
+        RSS_DURING=$(rss_kib "$PGTENANT_PID")
+        THREADS_PGT=$(awk '/^Threads:/ {print $2}' "/proc/$PGTENANT_PID/status")
+        FDS_PGT=$(find "/proc/$PGTENANT_PID/fd" -mindepth 1 | wc -l)
+        log "  sampled: $CONNECTED clients connected, RSS $RSS_DURING KiB (baseline $RSS_BEFORE KiB)"
+    else
+        CONNECTED=0 RSS_DURING=
+    fi
+    idle_rc=0
+    wait "$IDLE_PID" || idle_rc=$?
+    IDLE_PID=
+    sleep 1
+    RSS_AFTER=$(rss_kib "$PGTENANT_PID")
+    # Freed but retained by the allocator, or still in use? Ask glibc to give free memory back.
+    RSS_TRIM=
+    if command -v gdb >/dev/null; then
+        timeout 60 gdb -p "$PGTENANT_PID" -batch -ex 'call (int)malloc_trim(0)' >/dev/null 2>&1 \
+            && RSS_TRIM=$(rss_kib "$PGTENANT_PID")
+    fi
+    if ((CONNECTED > 0)) && [[ -n $RSS_DURING ]]; then
+        PER=$(awk -v a="$RSS_BEFORE" -v b="$RSS_DURING" -v n="$CONNECTED" 'BEGIN {printf "%.1f", (b - a) / n}')
+        MEM_LINES+=("| pgtenant RSS before (1 session served, pool warm) | $RSS_BEFORE KiB |")
+        MEM_LINES+=("| pgtenant RSS with $CONNECTED idle clients connected | $RSS_DURING KiB |")
+        MEM_LINES+=("| RSS delta per idle client | **$PER KiB** |")
+        MEM_LINES+=("| pgtenant RSS after the clients left | $RSS_AFTER KiB |")
+        [[ -z $RSS_TRIM ]] || MEM_LINES+=("| … then after \`malloc_trim(0)\` (called with gdb) | $RSS_TRIM KiB |")
+        CONN_MS=$(awk '/^initial connection time = / {printf "%.1f s", $5 / 1000; exit}' "$TMP/runs/idle.log")
+        MEM_LINES+=("| time to connect all clients (SCRAM each; pgbench initial connection time) | ${CONN_MS:-~${CONNECT_S} s} |")
+        MEM_LINES+=("| pgtenant threads / open fds at the sample | $THREADS_PGT / $FDS_PGT |")
+    fi
+    if ((idle_rc != 0)) || ((CONNECTED < IDLE_CLIENTS)); then
+        MEM_NOTE="pgbench -c $IDLE_CLIENTS exited $idle_rc with $CONNECTED/$IDLE_CLIENTS clients connected at the sample (peak $peak); its output:"$'\n'"$(grep -v '^pgbench (' "$TMP/runs/idle.log" | head -20)"$'\n'"pgtenant log tail:"$'\n'"$(tail -10 "$TMP/pgtenant.log")"
+    else
+        MEM_NOTE=
+    fi
+fi
+
+# ---------------------------------------------------------------- report
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) printf "%.0f", a[(NR + 1) / 2]; else printf "%.0f", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b}'; }
+
+{
+    echo "### pgbench -S (select-only) TPS, median of $REPEAT x ${DURATION}s runs"
+    echo
+    echo "Command: \`$CMDLINE\`  "
+    echo "Each run: \`pgbench --no-vacuum -S -M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode with $POOL server connections; targets interleaved within each repetition.  "
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC."
+    echo
+    header="| protocol | clients |"; sep="|---|---:|"
+    for t in $TARGETS; do header+=" $t |"; sep+="---:|"; done
+    has() { [[ " $TARGETS " == *" $1 "* ]]; }
+    if has pgbouncer && has pgtenant-db; then header+=" db / pgbouncer |"; sep+="---:|"; fi
+    if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
+    if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
+    echo "$header"; echo "$sep"
+    for proto in $PROTOCOLS; do
+        for c in $CLIENTS; do
+            declare -A M=()
+            row="| $proto | $c |"
+            for t in $TARGETS; do M[$t]=$(median <<<"${TPS["$proto $c $t"]:-}"); row+=" ${M[$t]} |"; done
+            if has pgbouncer && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer]}") |"; fi
+            if has pgbouncer && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer]}") |"; fi
+            if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
+            echo "$row"
+            unset M
+        done
+    done
+    echo
+    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, pgtenant sends \`SET app.current_tenant = '<tenant>'\` before each transaction."
+    if ((PGT_ERRORS > 0)); then
+        echo
+        echo "Note: pgtenant logged $PGT_ERRORS WARN/ERROR lines during the throughput runs (first 5):"
+        echo '```'
+        grep -E '(WARN|ERROR)' "$TMP/pgtenant.log" | head -5
+        echo '```'
+    fi
+    if ((IDLE_CLIENTS > 0)); then
+        echo
+        echo "### pgtenant memory with $IDLE_CLIENTS idle clients"
+        echo
+        echo "\`pgbench --no-vacuum -c $IDLE_CLIENTS -j 4 -t 1 -f idle.sql\` with idle.sql = \`\\sleep $IDLE_SLEEP s\` (clients authenticate, then hold the connection without a transaction); RSS from /proc/PID/status VmRSS, fresh pgtenant process."
+        echo
+        if ((${#MEM_LINES[@]})); then
+            echo "| measure | value |"; echo "|---|---:|"
+            printf '%s\n' "${MEM_LINES[@]}"
+        fi
+        if [[ -n $MEM_NOTE ]]; then
+            echo
+            echo '```'
+            echo "$MEM_NOTE"
+            echo '```'
+        fi
+    fi
+    echo
+    echo "Raw results: \`${CSV#"$REPO"/}\`"
+} | tee "$REPORT"

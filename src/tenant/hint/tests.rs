@@ -1,0 +1,138 @@
+//! Tenant hint and agreement rule on hand-written startup parameters.
+
+use super::{parse_options, read, sni_tenant};
+use crate::config::{Source, Tenancy};
+use crate::protocol::startup::StartupParams;
+use crate::tenant::TenantError;
+
+fn tenancy(sources: &[Source]) -> Tenancy {
+    Tenancy {
+        sources: sources.to_vec(),
+        user_separator: ".".into(),
+        sni_suffix: Some("db.example.com".into()),
+        guc: "app.current_tenant".into(),
+        unlisted: None,
+    }
+}
+
+fn params(pairs: &[(&str, &str)]) -> StartupParams {
+    StartupParams {
+        minor_version: 0,
+        params: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+const ALL: [Source; 4] = [Source::Sni, Source::Options, Source::User, Source::Database];
+
+#[test]
+fn user_source_splits_at_the_last_separator() {
+    let h = read(
+        &tenancy(&ALL),
+        &params(&[("user", "alice.smith.acme")]),
+        None,
+    )
+    .expect("ok");
+    assert_eq!(h.tenant.as_deref(), Some("acme"));
+    assert_eq!(h.user, "alice.smith");
+}
+
+#[test]
+fn default_database_equal_to_user_names_no_tenant() {
+    let h = read(
+        &tenancy(&ALL),
+        &params(&[("user", "alice.acme"), ("database", "alice.acme")]),
+        None,
+    )
+    .expect("ok");
+    assert_eq!(h.tenant.as_deref(), Some("acme"));
+}
+
+#[test]
+fn sources_must_agree() {
+    let e = read(
+        &tenancy(&ALL),
+        &params(&[("user", "alice.acme"), ("database", "globex")]),
+        None,
+    )
+    .expect_err("disagree");
+    assert!(matches!(
+        e,
+        TenantError::Disagree {
+            first: "user",
+            second: "database",
+            ..
+        }
+    ));
+    let e = read(
+        &tenancy(&ALL),
+        &params(&[("user", "alice.acme")]),
+        Some("globex.db.example.com"),
+    )
+    .expect_err("disagree");
+    assert!(e.to_string().contains("sni says \"globex\""), "{e}");
+}
+
+#[test]
+fn disabled_sources_are_ignored() {
+    let h = read(
+        &tenancy(&[Source::Database]),
+        &params(&[("user", "alice.acme"), ("database", "globex")]),
+        None,
+    )
+    .expect("ok");
+    assert_eq!(h.tenant.as_deref(), Some("globex"));
+    assert_eq!(h.user, "alice.acme");
+}
+
+#[test]
+fn sni_takes_the_label_under_the_suffix() {
+    assert_eq!(
+        sni_tenant("acme.db.example.com", Some("db.example.com")).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        sni_tenant("ACME.DB.example.com", Some("db.example.com")).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        sni_tenant("x.acme.db.example.com", Some("db.example.com")).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(sni_tenant("db.example.com", Some("db.example.com")), None);
+    assert_eq!(sni_tenant("acme.other.com", Some("db.example.com")), None);
+    assert_eq!(sni_tenant("acme.db.example.com", None), None);
+}
+
+#[test]
+fn options_name_the_tenant_and_may_not_set_the_guc() {
+    assert_eq!(
+        parse_options("-c tenant=acme", "app.current_tenant")
+            .expect("ok")
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        parse_options("--tenant=acme -c x=y", "app.current_tenant")
+            .expect("ok")
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        parse_options("-ctenant=acme", "app.current_tenant")
+            .expect("ok")
+            .as_deref(),
+        Some("acme")
+    );
+    assert!(matches!(
+        parse_options("-c App.Current_Tenant=globex", "app.current_tenant"),
+        Err(TenantError::ForbiddenOption(_))
+    ));
+    assert!(matches!(
+        parse_options("--app.current-tenant=globex", "app.current_tenant"),
+        Err(TenantError::ForbiddenOption(_))
+    ));
+    assert!(parse_options("-c", "app.current_tenant").is_err());
+}
