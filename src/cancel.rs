@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::backend::conn::CancelTarget;
 
-type Slot = Arc<Mutex<Option<CancelTarget>>>;
+type Slot = Arc<Mutex<Option<Arc<CancelTarget>>>>;
 
 struct Entry {
     secret: i32,
@@ -87,7 +87,7 @@ impl CancelRegistry {
 
 impl CancelHandle {
     /// Records which server connection serves this client now (`None` when it has none).
-    pub(crate) fn set(&self, target: Option<&CancelTarget>) {
+    pub(crate) fn set(&self, target: Option<&Arc<CancelTarget>>) {
         let mut guard = self.target.lock().unwrap_or_else(|p| p.into_inner());
         *guard = target.cloned();
     }

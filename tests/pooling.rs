@@ -304,3 +304,32 @@ async fn a_query_split_across_segments_completes() {
     }
     proxy.shutdown().await;
 }
+
+/// The tenant context is in force at the start of every transaction, even after a client of
+/// the same tenant changed it (and whichever statement did so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_is_restored_for_every_transaction() {
+    let db = unique("shared_ctx");
+    create_shared_db(&db, &[("alpha", "alpha-1"), ("beta", "beta-1")]);
+    let proxy = start_proxy(&shared_config(&db, &["alpha"], 1, "transaction")).await;
+    let a = connect(&proxy, "app.alpha", "alpha").await;
+    for change in [
+        "SET app.current_tenant = 'beta'",
+        "SELECT set_config('app.current_tenant', 'beta', false)",
+        "RESET ALL",
+    ] {
+        a.simple_query(change).await.expect("change");
+        let b = connect(&proxy, "app.alpha", "alpha").await;
+        // Plain statements only from here: nothing for pgtenant to notice but the last change.
+        let rows = b.simple_query("SELECT name FROM items").await.expect("select");
+        let names: Vec<String> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["alpha-1"], "after {change}");
+    }
+    proxy.shutdown().await;
+}

@@ -26,7 +26,8 @@ pub(crate) enum SessionState {
 #[derive(Debug)]
 pub(crate) struct ServerConn {
     pub(crate) stream: TcpStream,
-    pub(crate) cancel: CancelTarget,
+    /// Shared so that recording "who serves this client now" costs no allocation.
+    pub(crate) cancel: Arc<CancelTarget>,
     pub(crate) created: Instant,
     pub(crate) last_used: Instant,
     pub(crate) state: SessionState,
@@ -34,6 +35,8 @@ pub(crate) struct ServerConn {
     pub(crate) needs_reset: bool,
     /// Names of the statements pgtenant prepared on this connection (content-addressed).
     pub(crate) prepared: HashSet<Box<str>>,
+    /// The tenant setup statement in force on this connection, if pgtenant can trust it still.
+    pub(crate) context: Option<Arc<str>>,
     /// A client ran `DISCARD`/`DEALLOCATE`: `prepared` may be stale until the next reset.
     pub(crate) prepared_unknown: bool,
 }

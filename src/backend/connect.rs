@@ -150,12 +150,12 @@ async fn connect_inner(
             }
             backend::BACKEND_KEY_DATA if body.len() >= 8 => {
                 let pid = body.get_i32();
-                cancel = Some(CancelTarget {
+                cancel = Some(std::sync::Arc::new(CancelTarget {
                     host: shard.host.clone(),
                     port: shard.port,
                     pid,
                     secret: body.to_vec(),
-                });
+                }));
             }
             backend::READY_FOR_QUERY => break,
             backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
@@ -179,6 +179,7 @@ async fn connect_inner(
             needs_reset: false,
             prepared: Default::default(),
             prepared_unknown: false,
+            context: None,
         },
         params,
     ))

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 
 mod expect;
 mod prepared;
+mod taint;
 
 use expect::{Expect, Expected};
 use prepared::{Prepared, Statements, cstr};
@@ -90,6 +91,8 @@ struct Relay {
     statements: Statements,
     /// The client sent Terminate or closed.
     client_gone: bool,
+    /// The client's last unnamed Parse may change settings.
+    unnamed_taints: bool,
     /// Scratch list for statements whose Parse was skipped after an error.
     dropped: Vec<Box<str>>,
 }
@@ -102,14 +105,9 @@ fn needs_whole(tag: u8) -> bool {
     )
 }
 
-/// Longest Query the relay reads whole to notice `DISCARD`/`DEALLOCATE`; longer ones are
-/// passed through and make the server's statement list count as unknown.
+/// Longest Query the relay reads whole to notice `DISCARD`/`DEALLOCATE` and settings changes;
+/// longer ones are passed through and count as changing both.
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
 
 impl Relay {
     fn new() -> Self {
@@ -126,6 +124,7 @@ impl Relay {
             status: b'I',
             statements: Statements::default(),
             client_gone: false,
+            unnamed_taints: false,
             dropped: Vec::new(),
         }
     }
@@ -143,6 +142,7 @@ impl Relay {
             self.expected.push(Expect::HiddenQuery);
             conn.prepared.clear();
             conn.prepared_unknown = false;
+            conn.context = None;
         } else if conn.prepared_unknown {
             messages::query(&mut self.sout, "DEALLOCATE ALL");
             self.expected.push(Expect::HiddenQuery);
@@ -150,8 +150,12 @@ impl Relay {
             conn.prepared_unknown = false;
         }
         if let Some(sql) = &route.setup_sql {
-            messages::query(&mut self.sout, sql);
-            self.expected.push(Expect::HiddenQuery);
+            // Sent unless this very statement is in force and nothing since could undo it.
+            if conn.context.as_deref() != Some(&**sql) {
+                messages::query(&mut self.sout, sql);
+                self.expected.push(Expect::HiddenQuery);
+                conn.context = Some(sql.clone());
+            }
         }
         conn.state = SessionState::UsedBy(route.tenant.clone());
         conn.needs_reset = false;
@@ -190,11 +194,16 @@ impl Relay {
         match tag {
             frontend::PARSE => {
                 let (name, after) = cstr(body).ok_or_else(malformed)?;
+                let taints = taint::may_change_settings(after);
+                if taints {
+                    conn.context = None;
+                }
                 if name.is_empty() {
+                    self.unnamed_taints = taints;
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after);
+                    let p = self.statements.parse(name, after, taints);
                     if conn.prepared.contains(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
@@ -209,6 +218,13 @@ impl Relay {
             frontend::BIND => {
                 let (portal, rest) = cstr(body).ok_or_else(malformed)?;
                 let (stmt, rest) = cstr(rest).ok_or_else(malformed)?;
+                let taints = match self.statements.get(stmt) {
+                    Some(p) if !stmt.is_empty() => p.taints,
+                    _ => stmt.is_empty() && self.unnamed_taints,
+                };
+                if taints {
+                    conn.context = None;
+                }
                 match self.statements.get(stmt).cloned() {
                     Some(p) if !stmt.is_empty() => {
                         self.ensure_prepared(conn, &p);
@@ -292,17 +308,22 @@ impl Relay {
                             break;
                         }
                         let text = &self.cin[Header::SIZE..h.total()];
-                        if contains_ignore_case(text, b"discard")
-                            || contains_ignore_case(text, b"deallocate")
-                        {
+                        if taint::may_drop_statements(text) {
                             conn.prepared_unknown = true;
+                        }
+                        if taint::may_change_settings(text) {
+                            conn.context = None;
                         }
                     } else {
                         conn.prepared_unknown = true;
+                        conn.context = None;
                     }
                     self.expected.push(Expect::Query);
                 }
-                frontend::FUNCTION_CALL => self.expected.push(Expect::FunctionCall),
+                frontend::FUNCTION_CALL => {
+                    conn.context = None;
+                    self.expected.push(Expect::FunctionCall);
+                }
                 frontend::SYNC => {
                     self.expected.push(Expect::Sync);
                     self.unsynced = false;

@@ -16,6 +16,8 @@ pub(crate) struct Prepared {
     pub(crate) server_name: Box<str>,
     /// The complete Parse message under `server_name`, ready to inject.
     pub(crate) parse: Bytes,
+    /// Executing it may change session settings (see `taint`).
+    pub(crate) taints: bool,
 }
 
 /// The client's statement names.
@@ -32,7 +34,7 @@ pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl Statements {
     /// Registers a named Parse (`body` is the message body) and returns the server statement.
-    pub(crate) fn parse(&mut self, name: &[u8], after_name: &[u8]) -> Arc<Prepared> {
+    pub(crate) fn parse(&mut self, name: &[u8], after_name: &[u8], taints: bool) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
         let mut server_name = String::with_capacity(28);
         server_name.push_str("pgt_");
@@ -48,6 +50,7 @@ impl Statements {
         let p = Arc::new(Prepared {
             server_name: server_name.into_boxed_str(),
             parse: parse.freeze(),
+            taints,
         });
         self.map.insert(name.into(), p.clone());
         p
@@ -80,9 +83,9 @@ mod tests {
     fn same_sql_same_server_name() {
         let mut a = Statements::default();
         let mut b = Statements::default();
-        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0");
-        let p2 = b.parse(b"other", b"SELECT 1\0\0\0");
-        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0");
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false);
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false);
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false);
         assert_eq!(p1.server_name, p2.server_name);
         assert_ne!(p1.server_name, p3.server_name);
         assert!(p1.server_name.starts_with("pgt_"));
