@@ -321,7 +321,10 @@ async fn context_is_restored_for_every_transaction() {
         a.simple_query(change).await.expect("change");
         let b = connect(&proxy, "app.alpha", "alpha").await;
         // Plain statements only from here: nothing for pgtenant to notice but the last change.
-        let rows = b.simple_query("SELECT name FROM items").await.expect("select");
+        let rows = b
+            .simple_query("SELECT name FROM items")
+            .await
+            .expect("select");
         let names: Vec<String> = rows
             .iter()
             .filter_map(|m| match m {

@@ -86,5 +86,8 @@ fn shipped_example_config_is_valid() {
     let c = Config::load(&copy).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.shards["eu2"].password.as_deref(), Some("pw"));
     assert!(c.tenancy.unlisted.is_some());
-    assert_eq!(c.tenants["globex"].context, "0b6f3c1e-5d0a-4a8e-9c3f-2e1d7b8a9c10");
+    assert_eq!(
+        c.tenants["globex"].context,
+        "0b6f3c1e-5d0a-4a8e-9c3f-2e1d7b8a9c10"
+    );
 }
