@@ -53,18 +53,26 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            with_runtime(async move {
+            let workers = config.workers();
+            with_runtime(workers, async move {
                 pgtenant::server::run_until_signal(config)
                     .await
                     .map_err(|e| e.to_string())
             })
         }
-        Command::Demo { port } => with_runtime(async move { pgtenant::demo::run(port).await }),
+        Command::Demo { port } => {
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            with_runtime(workers, async move { pgtenant::demo::run(port).await })
+        }
     }
 }
 
-fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
+fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(
+    workers: usize,
+    f: F,
+) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
     {

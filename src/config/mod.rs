@@ -89,6 +89,8 @@ pub(crate) struct ServerSettings {
     pub(crate) max_tenant_clients: usize,
     pub(crate) client_login_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Runtime worker threads; 0 means one per CPU.
+    pub(crate) workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +206,14 @@ impl Config {
             .try_deserialize()
             .map_err(|e| ConfigError::invalid("<toml>", e.to_string()))?;
         validate::validate(raw, None)
+    }
+
+    /// Worker threads for the runtime (one per CPU unless `server.workers` says otherwise).
+    pub fn workers(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The address clients connect to.

@@ -24,6 +24,7 @@ pub(crate) struct RawServer {
     pub(crate) max_tenant_clients: u32,
     pub(crate) client_login_timeout: f64,
     pub(crate) shutdown_timeout: f64,
+    pub(crate) workers: u32,
 }
 
 impl Default for RawServer {
@@ -34,6 +35,7 @@ impl Default for RawServer {
             max_tenant_clients: 0,
             client_login_timeout: 15.0,
             shutdown_timeout: 30.0,
+            workers: 0,
         }
     }
 }

@@ -27,6 +27,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             raw.server.client_login_timeout,
         )?,
         shutdown_timeout: seconds("server.shutdown_timeout", raw.server.shutdown_timeout)?,
+        workers: raw.server.workers as usize,
     };
     let tls = raw.tls.map(|t| TlsSettings {
         cert_file: resolve_path(base, &t.cert_file),

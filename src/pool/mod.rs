@@ -127,7 +127,12 @@ impl Pool {
     fn take_idle(&self) -> Option<ServerConn> {
         loop {
             let conn = self.lock_idle().pop()?;
-            if self.expired(&conn, Instant::now()) || !still_open(&conn) {
+            let now = Instant::now();
+            if self.expired(&conn, now) {
+                continue;
+            }
+            // A connection back in the pool a moment ago is not worth a syscall to check.
+            if now.duration_since(conn.last_used) >= LIVENESS_CHECK_AFTER && !still_open(&conn) {
                 continue;
             }
             return Some(conn);
@@ -166,6 +171,9 @@ fn still_open(conn: &ServerConn) -> bool {
     let mut byte = [0u8; 1];
     matches!(conn.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
+
+/// Idle connections older than this are checked for a closed socket before reuse.
+const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(250);
 
 /// How long the reaper sleeps between passes.
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(1);
