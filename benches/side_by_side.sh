@@ -21,6 +21,7 @@
 #   PG_BIN [/usr/lib/postgresql/15/bin]
 #   PGBOUNCER [/usr/sbin/pgbouncer]
 #   PGTENANT_BIN [target/release/pgtenant]; SKIP_BUILD=1 skips `cargo build --release`
+#   PGTENANT_WORKERS [0]  pgtenant runtime worker threads (0 = one per CPU)
 #   RESULTS_DIR [benches/results]
 set -euo pipefail
 
@@ -208,6 +209,7 @@ cat >"$TMP/pgtenant.toml" <<EOF
 listen = "127.0.0.1:$PGT_PORT"
 max_client_conn = 5000
 shutdown_timeout = 1
+workers = ${PGTENANT_WORKERS:-0}
 
 [pool]
 mode = "transaction"

@@ -257,3 +257,33 @@ async fn query_wait_timeout_gets_57014() {
         .expect("pool free again");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_server_connection_fails_only_its_client() {
+    let proxy = setup("term", "").await;
+    let victim = connect(&proxy, "app.acme", "acme").await;
+    victim.batch_execute("BEGIN").await.expect("begin");
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let bystander = connect(&proxy, "app.acme", "acme").await;
+    cluster()
+        .psql("postgres", &format!("SELECT pg_terminate_backend({pid})"))
+        .expect("terminate");
+    let e = victim
+        .batch_execute("SELECT 1")
+        .await
+        .err()
+        .expect("the victim's session fails");
+    let code = e.code().map(|c| c.code().to_owned());
+    assert!(
+        matches!(code.as_deref(), Some("57P01") | Some("08006") | None),
+        "{e:?}"
+    );
+    assert_eq!(item_names(&bystander).await, ["row"]);
+    let again = connect(&proxy, "app.acme", "acme").await;
+    assert_eq!(item_names(&again).await, ["row"]);
+    proxy.shutdown().await;
+}

@@ -186,3 +186,45 @@ async fn schema_placement_sets_search_path_every_transaction() {
     }
     w.proxy.shutdown().await;
 }
+
+/// Tenants not listed are placed by the default rule: a database per tenant from the
+/// template, on the shard rendezvous hashing picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_tenants_follow_the_default_rule() {
+    let prefix = unique("auto");
+    for t in ["zeta", "omega"] {
+        create_db(
+            &format!("{prefix}_{t}"),
+            &format!("CREATE TABLE items (name text); INSERT INTO items VALUES ('{t}-auto');"),
+        );
+    }
+    let toml = config_text(&format!(
+        r#"
+[shards.twin]
+host = "127.0.0.1"
+port = {port}
+user = "pgtenant"
+password = "{UPSTREAM_PASSWORD}"
+
+[tenancy]
+unlisted = "place"
+
+[tenancy.default]
+placement = "database"
+database = "{prefix}_{{tenant}}"
+"#,
+        port = cluster().port()
+    ));
+    let proxy = start_proxy(&toml).await;
+    for t in ["zeta", "omega"] {
+        let c = connect(&proxy, &format!("app.{t}"), t).await;
+        assert_eq!(item_names(&c).await, [format!("{t}-auto")]);
+    }
+    // A name that cannot be a tenant is refused before any template sees it.
+    let e = try_connect(client_config(&proxy, "app", "bad;name"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(sqlstate(&e), "3D000");
+    proxy.shutdown().await;
+}
