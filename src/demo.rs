@@ -73,19 +73,7 @@ pub fn load(a: &Cluster, b: &Cluster) -> Result<(), String> {
         }
     }
     b.psql("postgres", "CREATE DATABASE shared")?;
-    b.psql(
-        "shared",
-        "CREATE TABLE items (id serial PRIMARY KEY,
-                             tenant_id text NOT NULL DEFAULT current_setting('app.current_tenant'),
-                             name text NOT NULL);
-         ALTER TABLE items ENABLE ROW LEVEL SECURITY;
-         ALTER TABLE items FORCE ROW LEVEL SECURITY;
-         CREATE POLICY tenant_isolation ON items
-           USING (tenant_id = current_setting('app.current_tenant', true))
-           WITH CHECK (tenant_id = current_setting('app.current_tenant', true));
-         GRANT SELECT, INSERT, UPDATE, DELETE ON items TO pgtenant;
-         GRANT USAGE ON SEQUENCE items_id_seq TO pgtenant;",
-    )?;
+    b.psql("shared", &crate::testing::shared_items_ddl("pgtenant"))?;
     for (tenant, placement, _) in TENANTS {
         if placement == "shared" {
             let ctx = context(tenant);

@@ -275,8 +275,7 @@ async fn a_terminated_server_connection_fails_only_its_client() {
     let e = victim
         .batch_execute("SELECT 1")
         .await
-        .err()
-        .expect("the victim's session fails");
+        .expect_err("the victim's session fails");
     let code = e.code().map(|c| c.code().to_owned());
     assert!(
         matches!(code.as_deref(), Some("57P01") | Some("08006") | None),

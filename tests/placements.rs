@@ -223,8 +223,7 @@ database = "{prefix}_{{tenant}}"
     // A name that cannot be a tenant is refused before any template sees it.
     let e = try_connect(client_config(&proxy, "app", "bad;name"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(sqlstate(&e), "3D000");
     proxy.shutdown().await;
 }

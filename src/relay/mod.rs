@@ -218,15 +218,20 @@ impl Relay {
             frontend::BIND => {
                 let (portal, rest) = cstr(body).ok_or_else(malformed)?;
                 let (stmt, rest) = cstr(rest).ok_or_else(malformed)?;
-                let taints = match self.statements.get(stmt) {
-                    Some(p) if !stmt.is_empty() => p.taints,
-                    _ => stmt.is_empty() && self.unnamed_taints,
+                let named = if stmt.is_empty() {
+                    None
+                } else {
+                    self.statements.get(stmt).cloned()
+                };
+                let taints = match &named {
+                    Some(p) => p.taints,
+                    None => stmt.is_empty() && self.unnamed_taints,
                 };
                 if taints {
                     conn.context = None;
                 }
-                match self.statements.get(stmt).cloned() {
-                    Some(p) if !stmt.is_empty() => {
+                match named {
+                    Some(p) => {
                         self.ensure_prepared(conn, &p);
                         let prefix_len = portal.len() + 1;
                         prepared::rewrite(

@@ -67,18 +67,7 @@ pub fn create_shared_db(db: &str, rows: &[(&str, &str)]) {
     let c = cluster();
     c.psql("postgres", &format!("CREATE DATABASE {db}"))
         .expect("create database");
-    let mut sql = String::from(
-        "CREATE TABLE items (id serial PRIMARY KEY,
-                             tenant_id text NOT NULL DEFAULT current_setting('app.current_tenant'),
-                             name text NOT NULL);
-         ALTER TABLE items ENABLE ROW LEVEL SECURITY;
-         ALTER TABLE items FORCE ROW LEVEL SECURITY;
-         CREATE POLICY isolation ON items
-           USING (tenant_id = current_setting('app.current_tenant', true))
-           WITH CHECK (tenant_id = current_setting('app.current_tenant', true));
-         GRANT SELECT, INSERT, UPDATE, DELETE ON items TO pgtenant, pgtenant_md5;
-         GRANT USAGE ON SEQUENCE items_id_seq TO pgtenant, pgtenant_md5;",
-    );
+    let mut sql = pgtenant::testing::shared_items_ddl("pgtenant, pgtenant_md5");
     for (tenant, name) in rows {
         sql.push_str(&format!(
             "INSERT INTO items (tenant_id, name) VALUES ('{tenant}', '{name}');"
