@@ -93,6 +93,8 @@ struct Relay {
     client_gone: bool,
     /// The client's last unnamed Parse may change settings.
     unnamed_taints: bool,
+    /// The route has a setup statement whose effect must be tracked (schema, shared).
+    track_context: bool,
     /// Scratch list for statements whose Parse was skipped after an error.
     dropped: Vec<Box<str>>,
 }
@@ -110,7 +112,7 @@ fn needs_whole(tag: u8) -> bool {
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
 
 impl Relay {
-    fn new() -> Self {
+    fn new(track_context: bool) -> Self {
         Relay {
             cin: BytesMut::with_capacity(16 * 1024),
             cout: BytesMut::with_capacity(16 * 1024),
@@ -125,6 +127,7 @@ impl Relay {
             statements: Statements::default(),
             client_gone: false,
             unnamed_taints: false,
+            track_context,
             dropped: Vec::new(),
         }
     }
@@ -194,7 +197,7 @@ impl Relay {
         match tag {
             frontend::PARSE => {
                 let (name, after) = cstr(body).ok_or_else(malformed)?;
-                let taints = taint::may_change_settings(after);
+                let taints = self.track_context && taint::may_change_settings(after);
                 if taints {
                     conn.context = None;
                 }
@@ -316,7 +319,7 @@ impl Relay {
                         if taint::may_drop_statements(text) {
                             conn.prepared_unknown = true;
                         }
-                        if taint::may_change_settings(text) {
+                        if self.track_context && taint::may_change_settings(text) {
                             conn.context = None;
                         }
                     } else {
@@ -517,7 +520,7 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
     let mut shutdown = shared.shutdown.clone();
     let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
         tokio::io::split(stream);
-    let mut relay = Relay::new();
+    let mut relay = Relay::new(route.setup_sql.is_some());
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
         relay.attach(c.conn(), &route);

@@ -17,6 +17,20 @@ const MARKERS: [&[u8]; 12] = [
     b"load", b"(", b"listen",
 ];
 
+/// `FIRST[b]`: some marker starts with byte `b` (either case): one lookup per byte of text
+/// rules out almost every position.
+const FIRST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < MARKERS.len() {
+        let b = MARKERS[i][0];
+        t[b as usize] = true;
+        t[b.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.len() >= needle.len()
         && hay
@@ -26,7 +40,12 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 
 /// True unless `sql` is plainly unable to change session settings.
 pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
-    MARKERS.iter().any(|m| contains_ignore_case(sql, m))
+    sql.iter().enumerate().any(|(i, &b)| {
+        FIRST[b as usize]
+            && MARKERS
+                .iter()
+                .any(|m| sql.len() - i >= m.len() && sql[i..i + m.len()].eq_ignore_ascii_case(m))
+    })
 }
 
 /// True if `sql` may drop prepared statements (`DISCARD`, `DEALLOCATE`).
