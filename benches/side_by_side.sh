@@ -439,7 +439,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
         done
     done
     echo
-    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, pgtenant sends \`SET app.current_tenant = '<tenant>'\` before each transaction."
+    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it."
     if ((PGT_ERRORS > 0)); then
         echo
         echo "Note: pgtenant logged $PGT_ERRORS WARN/ERROR lines during the throughput runs (first 5):"
