@@ -4,7 +4,7 @@
 use crate::auth::scram::hash_password;
 use crate::config::Config;
 use crate::server::{Proxy, wait_for_signal};
-use crate::testing::{Cluster, PgBinaries};
+use crate::testing::{Cluster, PgBinaries, shard_toml};
 
 /// Password of the upstream role `pgtenant` on the demo shards.
 const UPSTREAM_PASSWORD: &str = "pgtenant-demo";
@@ -90,6 +90,8 @@ pub fn load(a: &Cluster, b: &Cluster) -> Result<(), String> {
 
 /// The demo configuration for shards on ports `a` and `b`.
 pub fn config_toml(listen: &str, a: u16, b: u16, demo_verifier: &str) -> String {
+    let shard_a = shard_toml("a", a, "pgtenant", UPSTREAM_PASSWORD);
+    let shard_b = shard_toml("b", b, "pgtenant", UPSTREAM_PASSWORD);
     let mut t = format!(
         r#"[server]
 listen = "{listen}"
@@ -101,18 +103,8 @@ default_pool_size = 5
 [tenancy]
 resolve = ["options", "user", "database"]
 
-[shards.a]
-host = "127.0.0.1"
-port = {a}
-user = "pgtenant"
-password = "{UPSTREAM_PASSWORD}"
-
-[shards.b]
-host = "127.0.0.1"
-port = {b}
-user = "pgtenant"
-password = "{UPSTREAM_PASSWORD}"
-
+{shard_a}
+{shard_b}
 [users.demo]
 password = "{demo_verifier}"
 tenants = ["*"]

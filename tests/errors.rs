@@ -210,17 +210,13 @@ async fn unreachable_shard_fails_only_its_tenants() {
         "us",
         &format!(
             r#"
-[shards.dead]
-host = "127.0.0.1"
-port = {dead_port}
-user = "pgtenant"
-password = "x"
-
+{dead}
 [tenants.lost]
 placement = "database"
 shard = "dead"
 database = "lost"
-"#
+"#,
+            dead = pgtenant::testing::shard_toml("dead", dead_port, "pgtenant", "x")
         ),
     )
     .await;

@@ -38,12 +38,7 @@ async fn world(tag: &str) -> World {
     );
     let toml = config_text(&format!(
         r#"
-[shards.second]
-host = "127.0.0.1"
-port = {port}
-user = "pgtenant_md5"
-password = "{UPSTREAM_PASSWORD}"
-
+{second}
 [tenants.acme]
 placement = "database"
 shard = "main"
@@ -80,7 +75,12 @@ shard = "main"
 database = "{shared_db}"
 context = "7d1c0a52-0000-4000-8000-000000000001"
 "#,
-        port = cluster().port()
+        second = pgtenant::testing::shard_toml(
+            "second",
+            cluster().port(),
+            "pgtenant_md5",
+            UPSTREAM_PASSWORD
+        )
     ));
     // The md5 role must be able to read the per-tenant database too.
     cluster()
@@ -200,12 +200,7 @@ async fn unlisted_tenants_follow_the_default_rule() {
     }
     let toml = config_text(&format!(
         r#"
-[shards.twin]
-host = "127.0.0.1"
-port = {port}
-user = "pgtenant"
-password = "{UPSTREAM_PASSWORD}"
-
+{twin}
 [tenancy]
 unlisted = "place"
 
@@ -213,7 +208,8 @@ unlisted = "place"
 placement = "database"
 database = "{prefix}_{{tenant}}"
 "#,
-        port = cluster().port()
+        twin =
+            pgtenant::testing::shard_toml("twin", cluster().port(), "pgtenant", UPSTREAM_PASSWORD)
     ));
     let proxy = start_proxy(&toml).await;
     for t in ["zeta", "omega"] {

@@ -28,6 +28,13 @@ pub fn shared_items_ddl(roles: &str) -> String {
     )
 }
 
+/// A `[shards.NAME]` config section for a loopback cluster.
+pub fn shard_toml(name: &str, port: u16, user: &str, password: &str) -> String {
+    format!(
+        "[shards.{name}]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\npassword = \"{password}\"\n"
+    )
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -86,17 +86,13 @@ listen = "127.0.0.1:0"
 default_pool_size = 5
 query_wait_timeout = 10
 
-[shards.main]
-host = "127.0.0.1"
-port = {port}
-user = "pgtenant"
-password = "{UPSTREAM_PASSWORD}"
-
+{shard}
 [users.app]
 password = "{verifier}"
 
 {extra}"#,
-        port = cluster().port(),
+        shard =
+            pgtenant::testing::shard_toml("main", cluster().port(), "pgtenant", UPSTREAM_PASSWORD),
         verifier = verifier(),
     )
 }
