@@ -9,8 +9,11 @@ use tokio_postgres::NoTls;
 async fn proxy_with_pool_of_one() -> pgtenant::server::Proxy {
     let db = unique("erp_cancel");
     create_db(&db, "");
-    start_proxy(&config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 1\n"
+    start_proxy(&config_text(&tenant_toml(
+        "acme",
+        "database",
+        &db,
+        "pool_size = 1",
     )))
     .await
 }

@@ -125,10 +125,7 @@ async fn too_many_clients_gets_53300() {
     drop(proxy);
     let db = unique("erp_tm2");
     create_db(&db, "");
-    let toml = config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
-    ))
-    .replace(
+    let toml = config_text(&tenant_toml("acme", "database", &db, "")).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nmax_client_conn = 2\nmax_tenant_clients = 1",
     );
@@ -232,10 +229,8 @@ database = "lost"
 async fn query_wait_timeout_gets_57014() {
     let db = unique("erp_qw");
     create_db(&db, "");
-    let toml = config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 1\n"
-    ))
-    .replace("query_wait_timeout = 10", "query_wait_timeout = 0.5");
+    let toml = config_text(&tenant_toml("acme", "database", &db, "pool_size = 1"))
+        .replace("query_wait_timeout = 10", "query_wait_timeout = 0.5");
     let proxy = start_proxy(&toml).await;
     let holder = connect(&proxy, "app.acme", "acme").await;
     holder.batch_execute("BEGIN").await.expect("begin");

@@ -31,11 +31,9 @@ async fn pgbench_select_only_has_zero_errors() {
         UPSTREAM_PASSWORD,
     );
     assert!(ok, "pgbench -i: {text}");
-    let proxy = start_proxy(&config_text(&format!(
-        "[tenants.bench]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 4\n\n\
-         [tenants.benchs]\nplacement = \"shared\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 4\n"
-    )))
-    .await;
+    let tenants = tenant_toml("bench", "database", &db, "pool_size = 4")
+        + &tenant_toml("benchs", "shared", &db, "pool_size = 4");
+    let proxy = start_proxy(&config_text(&tenants)).await;
     let port = proxy.addr().port();
     for (tenant, mode) in [
         ("bench", "simple"),

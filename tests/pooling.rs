@@ -10,8 +10,11 @@ use std::sync::Arc;
 fn shared_config(db: &str, tenants: &[&str], pool_size: usize, mode: &str) -> String {
     let mut extra = String::new();
     for t in tenants {
-        extra.push_str(&format!(
-            "[tenants.{t}]\nplacement = \"shared\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = {pool_size}\npool_mode = \"{mode}\"\n\n"
+        extra.push_str(&tenant_toml(
+            t,
+            "shared",
+            db,
+            &format!("pool_size = {pool_size}\npool_mode = \"{mode}\""),
         ));
     }
     config_text(&extra)
@@ -21,10 +24,10 @@ fn shared_config(db: &str, tenants: &[&str], pool_size: usize, mode: &str) -> St
 async fn two_hundred_clients_share_a_pool_of_five() {
     let db = unique("erp_many");
     create_db(&db, "CREATE TABLE hits (client int, n int);");
-    let toml = config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 5\n"
-    ))
-    .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_client_conn = 500");
+    let toml = config_text(&tenant_toml("acme", "database", &db, "pool_size = 5")).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_client_conn = 500",
+    );
     let proxy = Arc::new(start_proxy(&toml).await);
     let tasks = (0..200).map(|i| {
         let proxy = proxy.clone();
@@ -152,9 +155,7 @@ async fn session_state_does_not_cross_tenants() {
 async fn disconnect_mid_transaction_never_hands_on_a_dirty_connection() {
     let db = unique("erp_dirty");
     create_db(&db, "CREATE TABLE t (v int);");
-    let toml = config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 1\n"
-    ));
+    let toml = config_text(&tenant_toml("acme", "database", &db, "pool_size = 1"));
     let proxy = start_proxy(&toml).await;
     {
         let a = connect(&proxy, "app.acme", "acme").await;
@@ -188,9 +189,7 @@ async fn pipelined_and_prepared_queries_move_between_server_connections() {
         &db,
         "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g;",
     );
-    let toml = config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\npool_size = 2\n"
-    ));
+    let toml = config_text(&tenant_toml("acme", "database", &db, "pool_size = 2"));
     let proxy = Arc::new(start_proxy(&toml).await);
     let tasks = (0..8).map(|_| {
         let proxy = proxy.clone();
@@ -272,10 +271,7 @@ async fn a_query_split_across_segments_completes() {
     use tokio::io::AsyncWriteExt;
     let db = unique("erp_split");
     create_db(&db, "");
-    let proxy = start_proxy(&config_text(&format!(
-        "[tenants.acme]\nplacement = \"database\"\nshard = \"main\"\ndatabase = \"{db}\"\n"
-    )))
-    .await;
+    let proxy = start_proxy(&config_text(&tenant_toml("acme", "database", &db, ""))).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr())
         .await
         .expect("tcp");

@@ -97,6 +97,13 @@ password = "{verifier}"
     )
 }
 
+/// A `[tenants.NAME]` section on shard `main`; `extra` adds lines such as `pool_size = 1`.
+pub fn tenant_toml(name: &str, placement: &str, db: &str, extra: &str) -> String {
+    format!(
+        "[tenants.{name}]\nplacement = \"{placement}\"\nshard = \"main\"\ndatabase = \"{db}\"\n{extra}\n"
+    )
+}
+
 pub async fn start_proxy(toml: &str) -> Proxy {
     let config = Config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     Proxy::start(config).await.expect("proxy starts")
