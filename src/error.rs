@@ -18,6 +18,11 @@ pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
 pub(crate) const CONNECTION_FAILURE: &str = "08006";
 /// `08001` sqlclient_unable_to_establish_sqlconnection: a shard could not be reached.
 pub(crate) const UNABLE_TO_CONNECT: &str = "08001";
+/// `42501` insufficient_privilege: a statement refused by the shared-placement guard.
+pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `26000` invalid_sql_statement_name: a Bind or Describe of a statement this client never
+/// prepared (it may exist on the server connection for another client).
+pub(crate) const INVALID_STATEMENT_NAME: &str = "26000";
 /// `57P01` admin_shutdown: the proxy is shutting down.
 pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
 /// `57014` query_canceled: `query_wait_timeout` expired.

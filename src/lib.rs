@@ -23,6 +23,7 @@ pub(crate) mod cancel;
 pub mod config;
 pub mod demo;
 pub(crate) mod error;
+pub(crate) mod guard;
 pub(crate) mod pool;
 pub(crate) mod protocol;
 pub(crate) mod relay;

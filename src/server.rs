@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::scram::{Verifier, hash_password};
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ConfigError};
+use crate::guard::{Policy, VerdictCache};
 use crate::pool::Pools;
 use crate::session::{self, SessionCtx};
 
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     config: RwLock<Arc<Config>>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) cancels: Arc<CancelRegistry>,
+    /// Shared-placement guard verdicts, by statement text.
+    pub(crate) guard_cache: Arc<VerdictCache>,
     pub(crate) tls: Option<TlsAcceptor>,
     /// Verifier used for unknown users, so failures look alike.
     pub(crate) dummy_verifier: Verifier,
@@ -111,6 +114,7 @@ impl Proxy {
                 .map_err(|e| ConfigError::invalid("users", e))?;
         let shared = Arc::new(Shared {
             pools: Pools::new(config.pool.clone()),
+            guard_cache: Arc::new(VerdictCache::new(Policy::new(&config.tenancy.guc))),
             config: RwLock::new(Arc::new(config)),
             cancels: Arc::new(CancelRegistry::default()),
             tls,

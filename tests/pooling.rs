@@ -302,7 +302,31 @@ async fn a_query_split_across_segments_completes() {
 }
 
 /// The tenant context is in force at the start of every transaction, even after a client of
-/// the same tenant changed it (and whichever statement did so).
+/// the same tenant changed it (and whichever statement did so). With the guard off, pgtenant
+/// notices the change (src/relay/taint.rs) and sends the setup again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_is_restored_for_every_transaction_without_the_guard() {
+    let db = unique("shared_ctx");
+    create_shared_db(&db, &[("alpha", "alpha-1"), ("beta", "beta-1")]);
+    let toml = format!(
+        "[tenancy]\nguard = false\n{}",
+        shared_config(&db, &["alpha"], 1, "transaction")
+    );
+    let proxy = start_proxy(&toml).await;
+    let a = connect(&proxy, "app.alpha", "alpha").await;
+    for change in [
+        "SET app.current_tenant = 'beta'",
+        "SELECT set_config('app.current_tenant', 'beta', false)",
+        "RESET ALL",
+    ] {
+        a.simple_query(change).await.expect("change");
+        assert_eq!(alpha_names(&proxy).await, ["alpha-1"], "after {change}");
+    }
+    proxy.shutdown().await;
+}
+
+/// With the guard on, changing the context to another tenant is refused, and a `RESET ALL`
+/// (allowed on its own) is followed by the setup before the next statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_is_restored_for_every_transaction() {
     let db = unique("shared_ctx");
@@ -312,23 +336,41 @@ async fn context_is_restored_for_every_transaction() {
     for change in [
         "SET app.current_tenant = 'beta'",
         "SELECT set_config('app.current_tenant', 'beta', false)",
-        "RESET ALL",
     ] {
-        a.simple_query(change).await.expect("change");
-        let b = connect(&proxy, "app.alpha", "alpha").await;
-        // Plain statements only from here: nothing for pgtenant to notice but the last change.
-        let rows = b
-            .simple_query("SELECT name FROM items")
-            .await
-            .expect("select");
-        let names: Vec<String> = rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(names, ["alpha-1"], "after {change}");
+        let err = a.simple_query(change).await.expect_err("refused");
+        assert_eq!(sqlstate(&err), "42501", "{change}: {err:?}");
+        assert_eq!(alpha_names(&proxy).await, ["alpha-1"], "after {change}");
     }
+    a.simple_query("RESET ALL").await.expect("RESET ALL alone");
+    let rows = a
+        .simple_query("SELECT current_setting('app.current_tenant')")
+        .await
+        .expect("setting");
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        value.as_deref(),
+        Some("alpha"),
+        "context set again after RESET ALL"
+    );
+    assert_eq!(alpha_names(&proxy).await, ["alpha-1"], "after RESET ALL");
     proxy.shutdown().await;
+}
+
+/// A fresh client of tenant alpha reads the item names it can see.
+async fn alpha_names(proxy: &pgtenant::server::Proxy) -> Vec<String> {
+    let b = connect(proxy, "app.alpha", "alpha").await;
+    // Plain statements only: nothing for pgtenant to notice but the last change.
+    let rows = b
+        .simple_query("SELECT name FROM items")
+        .await
+        .expect("select");
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect()
 }

@@ -39,4 +39,9 @@ pub(crate) struct ServerConn {
     pub(crate) context: Option<Arc<str>>,
     /// A client ran `DISCARD`/`DEALLOCATE`: `prepared` may be stale until the next reset.
     pub(crate) prepared_unknown: bool,
+    /// A client may have left session state (settings, temp objects, held cursors...):
+    /// `DISCARD ALL` before another tenant. Always set by unguarded sessions.
+    pub(crate) dirty_session: bool,
+    /// A client may have used sequences: `DISCARD SEQUENCES` before another tenant.
+    pub(crate) dirty_sequences: bool,
 }

@@ -180,6 +180,8 @@ async fn connect_inner(
             prepared: Default::default(),
             prepared_unknown: false,
             context: None,
+            dirty_session: false,
+            dirty_sequences: false,
         },
         params,
     ))

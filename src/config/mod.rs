@@ -117,6 +117,8 @@ pub(crate) struct Tenancy {
     pub(crate) user_separator: String,
     pub(crate) sni_suffix: Option<String>,
     pub(crate) guc: String,
+    /// Check every statement of shared-placement sessions (DESIGN §4).
+    pub(crate) guard: bool,
     /// Placement of tenants not listed; `None` refuses them.
     pub(crate) unlisted: Option<Rule>,
 }

@@ -338,6 +338,7 @@ fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Ten
             .sni_suffix
             .map(|s| s.trim_start_matches('.').to_ascii_lowercase()),
         guc: raw.guc,
+        guard: raw.guard,
         unlisted,
     })
 }

@@ -13,12 +13,15 @@ use pgwire::messages::startup::{
 pub(crate) enum Severity {
     /// The session ends after this message.
     Fatal,
+    /// The statement failed; the session goes on.
+    Error,
 }
 
 impl Severity {
     fn as_str(self) -> &'static str {
         match self {
             Severity::Fatal => "FATAL",
+            Severity::Error => "ERROR",
         }
     }
 }

@@ -34,6 +34,14 @@ pub(crate) enum Expect {
     FakeParseComplete,
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
     FakeCloseComplete,
+    /// A message the guard refused, replaced by one the server is sure to reject: the
+    /// server's ErrorResponse is swapped for pgtenant's own (`error`, a whole message), so
+    /// that the server's transaction state matches what the client is told.
+    Refused {
+        error: bytes::Bytes,
+        /// In place of a Query or FunctionCall (else an extended-protocol message).
+        simple: bool,
+    },
 }
 
 impl Expect {
@@ -53,6 +61,8 @@ pub(crate) enum Route {
     Hide,
     /// An error in pgtenant's own setup statement.
     SetupFailed,
+    /// Hide this ErrorResponse and send the client this one instead.
+    Replace(bytes::Bytes),
 }
 
 /// The queue of expected replies.
@@ -93,6 +103,18 @@ impl Expected {
             // Asynchronous message (notice, notification, parameter status, FATAL).
             return Route::Forward;
         };
+        if tag == b'E'
+            && let Expect::Refused { error, simple } = head
+        {
+            let (error, simple) = (error.clone(), *simple);
+            self.queue.pop_front();
+            // A refused Query or FunctionCall still owes its ReadyForQuery (the next entry);
+            // a refused extended message makes the server skip to the next Sync.
+            if !simple {
+                self.skip_to_sync(dropped);
+            }
+            return Route::Replace(error);
+        }
         let hidden = matches!(head, Expect::HiddenParse { .. } | Expect::HiddenQuery);
         let done = match (tag, head) {
             (b'1', Expect::Parse { .. } | Expect::HiddenParse { .. }) => true,
@@ -109,17 +131,7 @@ impl Expected {
                 };
             }
             (b'E', _) => {
-                // Extended-protocol error: the server skips everything up to the next Sync.
-                while let Some(e) = self.queue.front() {
-                    if matches!(e, Expect::Sync) {
-                        break;
-                    }
-                    match self.queue.pop_front() {
-                        Some(Expect::Parse { prepared: Some(p) })
-                        | Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
-                        _ => {}
-                    }
-                }
+                self.skip_to_sync(dropped);
                 return Route::Forward;
             }
             _ => false,
@@ -128,6 +140,20 @@ impl Expected {
             self.queue.pop_front();
         }
         if hidden { Route::Hide } else { Route::Forward }
+    }
+
+    /// After an extended-protocol error the server skips everything up to the next Sync.
+    fn skip_to_sync(&mut self, dropped: &mut Vec<Box<str>>) {
+        while let Some(e) = self.queue.front() {
+            if matches!(e, Expect::Sync) {
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Expect::Parse { prepared: Some(p) })
+                | Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
+                _ => {}
+            }
+        }
     }
 
     /// True if no fake entry is waiting behind real ones (used in tests).

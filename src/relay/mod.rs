@@ -6,7 +6,9 @@
 //! `ReadyForQuery` and the replies to pgtenant's own setup statements. No config lookups and no
 //! locks across `.await` here.
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 mod expect;
@@ -19,8 +21,10 @@ use prepared::{Prepared, Statements, cstr};
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{
-    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, PROTOCOL_VIOLATION,
+    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, INSUFFICIENT_PRIVILEGE,
+    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION,
 };
+use crate::guard::{Effects, Guard, Source, Verdict};
 use crate::pool::Checkout;
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
@@ -97,7 +101,26 @@ struct Relay {
     track_context: bool,
     /// Scratch list for statements whose Parse was skipped after an error.
     dropped: Vec<Box<str>>,
+    /// Shared placement: the statement guard, and the tenant setup statement to send again
+    /// when a client reset it.
+    guard: Option<Guard>,
+    setup: Option<Arc<str>>,
+    /// The guard's verdict on the client's last unnamed Parse that reached the server.
+    unnamed_verdict: Option<Arc<Verdict>>,
+    /// This client Parsed the unnamed statement during the current attachment (otherwise
+    /// the server's unnamed statement, if any, is someone else's).
+    unnamed_here: bool,
+    /// The rest of the current client message is dropped, not forwarded (refused).
+    c_drop: bool,
 }
+
+/// A statement the server is sure to reject (syntax error): sent in place of a refused one so
+/// that the server's transaction state matches the error the client gets.
+const REFUSED_SQL: &str = "pgtenant refused this statement";
+/// Name used for the refused replacement Parse/Bind; never created on the server.
+const REFUSED_NAME: &str = "pgtenant_refused";
+/// Longest simple Query the guard reads whole; longer ones are refused.
+const GUARD_QUERY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Messages the relay must see whole (they are small): it rewrites or reads them.
 fn needs_whole(tag: u8) -> bool {
@@ -112,7 +135,7 @@ fn needs_whole(tag: u8) -> bool {
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
 
 impl Relay {
-    fn new(track_context: bool) -> Self {
+    fn new(track_context: bool, guard: Option<Guard>, setup: Option<Arc<str>>) -> Self {
         Relay {
             cin: BytesMut::with_capacity(16 * 1024),
             cout: BytesMut::with_capacity(16 * 1024),
@@ -129,6 +152,80 @@ impl Relay {
             unnamed_taints: false,
             track_context,
             dropped: Vec::new(),
+            guard,
+            setup,
+            unnamed_verdict: None,
+            unnamed_here: false,
+            c_drop: false,
+        }
+    }
+
+    /// Queues `reason` as the client's error in place of one request: the request is
+    /// replaced by one the server rejects, and the server's error by this one.
+    fn refuse(&mut self, tag: u8, code: &'static str, message: &str) {
+        let mut error = BytesMut::new();
+        messages::error_response(&mut error, Severity::Error, code, message, None);
+        let simple = matches!(tag, frontend::QUERY | frontend::FUNCTION_CALL);
+        if simple {
+            messages::query(&mut self.sout, REFUSED_SQL);
+        } else {
+            // Parse of a statement that cannot be parsed: every extended message in place
+            // of which this is sent fails the same way and makes the server skip to Sync.
+            let body_len = REFUSED_NAME.len() + 1 + REFUSED_SQL.len() + 1 + 2;
+            self.sout.put_u8(frontend::PARSE);
+            self.sout.put_u32((4 + body_len) as u32);
+            self.sout.put_slice(REFUSED_NAME.as_bytes());
+            self.sout.put_u8(0);
+            self.sout.put_slice(REFUSED_SQL.as_bytes());
+            self.sout.put_u8(0);
+            self.sout.put_u16(0);
+        }
+        self.expected.push(Expect::Refused {
+            error: error.freeze(),
+            simple,
+        });
+        match tag {
+            frontend::QUERY => self.expected.push(Expect::Query),
+            frontend::FUNCTION_CALL => self.expected.push(Expect::FunctionCall),
+            _ => {}
+        }
+    }
+
+    /// A statement refused by the guard.
+    fn refuse_statement(&mut self, tag: u8, reason: &str) {
+        if let Some(g) = &self.guard {
+            tracing::warn!(tenant = %g.tenant, %reason, "statement refused");
+        }
+        self.refuse(
+            tag,
+            INSUFFICIENT_PRIVILEGE,
+            &format!("pgtenant refused this statement: {reason}"),
+        );
+    }
+
+    /// Records what an admitted statement may leave on the server connection.
+    fn apply(conn: &mut ServerConn, e: Effects) {
+        if e.resets_context {
+            conn.context = None;
+        }
+        if e.drops_statements {
+            conn.prepared_unknown = true;
+        }
+        conn.dirty_session |= e.session_state;
+        conn.dirty_sequences |= e.sequences;
+    }
+
+    /// Sends the tenant setup again if a client reset it, before the client's next request
+    /// (not inside a failed transaction, where nothing runs but its end).
+    fn ensure_context(&mut self, conn: &mut ServerConn) {
+        if conn.context.is_none()
+            && !self.unsynced
+            && self.status != b'E'
+            && let Some(sql) = &self.setup
+        {
+            messages::query(&mut self.sout, sql);
+            self.expected.push(Expect::HiddenQuery);
+            conn.context = Some(sql.clone());
         }
     }
 
@@ -140,18 +237,39 @@ impl Relay {
             SessionState::Clean => false,
             SessionState::UsedBy(t) => **t != *route.tenant,
         };
-        if conn.needs_reset || foreign {
+        // Guarded sessions say what they left behind; others may have left anything.
+        if conn.needs_reset || (foreign && conn.dirty_session) {
             messages::query(&mut self.sout, "DISCARD ALL");
             self.expected.push(Expect::HiddenQuery);
             conn.prepared.clear();
             conn.prepared_unknown = false;
             conn.context = None;
-        } else if conn.prepared_unknown {
-            messages::query(&mut self.sout, "DEALLOCATE ALL");
-            self.expected.push(Expect::HiddenQuery);
-            conn.prepared.clear();
-            conn.prepared_unknown = false;
+            conn.dirty_session = false;
+            conn.dirty_sequences = false;
+        } else {
+            let sequences = foreign && conn.dirty_sequences;
+            let sql = match (sequences, conn.prepared_unknown) {
+                (true, true) => Some("DISCARD SEQUENCES; DEALLOCATE ALL"),
+                (true, false) => Some("DISCARD SEQUENCES"),
+                (false, true) => Some("DEALLOCATE ALL"),
+                (false, false) => None,
+            };
+            if let Some(sql) = sql {
+                messages::query(&mut self.sout, sql);
+                self.expected.push(Expect::HiddenQuery);
+            }
+            if conn.prepared_unknown {
+                conn.prepared.clear();
+                conn.prepared_unknown = false;
+            }
+            if sequences {
+                conn.dirty_sequences = false;
+            }
         }
+        if self.guard.is_none() {
+            conn.dirty_session = true;
+        }
+        self.unnamed_here = false;
         if let Some(sql) = &route.setup_sql {
             // Sent unless this very statement is in force and nothing since could undo it.
             if conn.context.as_deref() != Some(&**sql) {
@@ -189,7 +307,8 @@ impl Relay {
     }
 
     /// Handles a whole Parse/Bind/Describe/Close: statement names are mapped to the
-    /// server's content-addressed names.
+    /// server's content-addressed names, and in shared placement the guard checks each Parse
+    /// (and the parameters a Bind gives the tenant GUC).
     fn client_extended(&mut self, conn: &mut ServerConn, msg: &[u8]) -> Result<(), String> {
         let tag = msg[0];
         let body = &msg[Header::SIZE..];
@@ -197,16 +316,32 @@ impl Relay {
         match tag {
             frontend::PARSE => {
                 let (name, after) = cstr(body).ok_or_else(malformed)?;
-                let taints = self.track_context && taint::may_change_settings(after);
+                let verdict = match &self.guard {
+                    Some(g) => {
+                        let (query, _) = cstr(after).ok_or_else(malformed)?;
+                        match g.admit(query, Source::Parse) {
+                            Ok(v) => Some(v),
+                            Err(reason) => {
+                                self.refuse_statement(tag, &reason);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let taints =
+                    self.guard.is_none() && self.track_context && taint::may_change_settings(after);
                 if taints {
                     conn.context = None;
                 }
                 if name.is_empty() {
                     self.unnamed_taints = taints;
+                    self.unnamed_verdict = verdict;
+                    self.unnamed_here = true;
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after, taints);
+                    let p = self.statements.parse(name, after, taints, verdict);
                     if conn.prepared.contains(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
@@ -224,11 +359,36 @@ impl Relay {
                 let named = if stmt.is_empty() {
                     None
                 } else {
-                    self.statements.get(stmt).cloned()
+                    match self.statements.get(stmt) {
+                        Some(p) => Some(p.clone()),
+                        None => {
+                            self.unknown_statement(tag, stmt);
+                            return Ok(());
+                        }
+                    }
                 };
+                if named.is_none() && !self.unnamed_here {
+                    self.unknown_statement(tag, stmt);
+                    return Ok(());
+                }
+                if let Some(g) = &self.guard {
+                    let verdict = match &named {
+                        Some(p) => p.verdict.clone(),
+                        None => self.unnamed_verdict.clone(),
+                    };
+                    if let Some(v) = verdict
+                        && let Verdict::Allowed(a) = &*v
+                    {
+                        if let Err(reason) = g.bind(a, rest) {
+                            self.refuse_statement(tag, &reason);
+                            return Ok(());
+                        }
+                        Self::apply(conn, a.effects);
+                    }
+                }
                 let taints = match &named {
                     Some(p) => p.taints,
-                    None => stmt.is_empty() && self.unnamed_taints,
+                    None => self.unnamed_taints,
                 };
                 if taints {
                     conn.context = None;
@@ -262,20 +422,39 @@ impl Relay {
                         self.sout.extend_from_slice(msg);
                         self.expected.push(Expect::Close);
                     }
-                } else {
+                } else if statement {
                     match self.statements.get(name).cloned() {
-                        Some(p) if statement => {
+                        Some(p) => {
                             self.ensure_prepared(conn, &p);
                             prepared::rewrite(&mut self.sout, tag, b"S", &p.server_name, rest);
+                            self.expected.push(Expect::Describe);
                         }
-                        _ => self.sout.extend_from_slice(msg),
+                        None => self.unknown_statement(tag, name),
                     }
+                } else if kind == b'S' && !self.unnamed_here {
+                    self.unknown_statement(tag, name);
+                } else {
+                    self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Describe);
                 }
             }
             _ => return Err(malformed()),
         }
         Ok(())
+    }
+
+    /// A Bind or Describe of a statement this client has not prepared here: the server
+    /// connection may hold one by that name for another client, so it is never forwarded.
+    fn unknown_statement(&mut self, tag: u8, name: &[u8]) {
+        let message = if name.is_empty() {
+            "unnamed prepared statement does not exist".to_string()
+        } else {
+            format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            )
+        };
+        self.refuse(tag, INVALID_STATEMENT_NAME, &message);
     }
 
     /// Moves scanned client bytes to `sout`, recording what the server will owe.
@@ -286,7 +465,9 @@ impl Relay {
                 if n == 0 {
                     break;
                 }
-                self.sout.extend_from_slice(&self.cin[..n]);
+                if !self.c_drop {
+                    self.sout.extend_from_slice(&self.cin[..n]);
+                }
                 self.cin.advance(n);
                 self.c_rem -= n;
                 continue;
@@ -300,6 +481,14 @@ impl Relay {
                     h.len, h.tag as char
                 ));
             }
+            if self.guard.is_some()
+                && matches!(
+                    h.tag,
+                    frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL
+                )
+            {
+                self.ensure_context(conn);
+            }
             if needs_whole(h.tag) {
                 if self.cin.len() < h.total() {
                     break;
@@ -309,28 +498,73 @@ impl Relay {
                 self.unsynced = true;
                 continue;
             }
+            let mut forward = true;
             match h.tag {
                 frontend::QUERY => {
-                    if h.total() <= QUERY_SCAN_LIMIT {
-                        if self.cin.len() < h.total() {
-                            break;
+                    self.unnamed_here = false;
+                    match self.guard.clone() {
+                        Some(_) if h.total() > GUARD_QUERY_LIMIT => {
+                            forward = false;
+                            self.refuse_statement(
+                                h.tag,
+                                &format!(
+                                    "it is {} bytes long; pgtenant checks statements of up to {} \
+                                     bytes (use the extended protocol with parameters, or COPY)",
+                                    h.len, GUARD_QUERY_LIMIT
+                                ),
+                            );
                         }
-                        let text = &self.cin[Header::SIZE..h.total()];
-                        if taint::may_drop_statements(text) {
-                            conn.prepared_unknown = true;
+                        Some(g) => {
+                            if self.cin.len() < h.total() {
+                                break;
+                            }
+                            let body = &self.cin[Header::SIZE..h.total()];
+                            let text = cstr(body).map_or(body, |(t, _)| t);
+                            match g.admit(text, Source::SimpleQuery) {
+                                Ok(v) => {
+                                    if let Verdict::Allowed(a) = &*v {
+                                        Self::apply(conn, a.effects);
+                                    }
+                                    self.expected.push(Expect::Query);
+                                }
+                                Err(reason) => {
+                                    forward = false;
+                                    self.refuse_statement(h.tag, &reason);
+                                }
+                            }
                         }
-                        if self.track_context && taint::may_change_settings(text) {
-                            conn.context = None;
+                        None => {
+                            if h.total() <= QUERY_SCAN_LIMIT {
+                                if self.cin.len() < h.total() {
+                                    break;
+                                }
+                                let text = &self.cin[Header::SIZE..h.total()];
+                                if taint::may_drop_statements(text) {
+                                    conn.prepared_unknown = true;
+                                }
+                                if self.track_context && taint::may_change_settings(text) {
+                                    conn.context = None;
+                                }
+                            } else {
+                                conn.prepared_unknown = true;
+                                conn.context = None;
+                            }
+                            self.expected.push(Expect::Query);
                         }
-                    } else {
-                        conn.prepared_unknown = true;
-                        conn.context = None;
                     }
-                    self.expected.push(Expect::Query);
                 }
                 frontend::FUNCTION_CALL => {
-                    conn.context = None;
-                    self.expected.push(Expect::FunctionCall);
+                    if self.guard.is_some() {
+                        forward = false;
+                        self.refuse_statement(
+                            h.tag,
+                            "the fast-path function call protocol calls functions by number, \
+                             which pgtenant cannot check",
+                        );
+                    } else {
+                        conn.context = None;
+                        self.expected.push(Expect::FunctionCall);
+                    }
                 }
                 frontend::SYNC => {
                     self.expected.push(Expect::Sync);
@@ -354,9 +588,12 @@ impl Relay {
                 }
             }
             let n = h.total().min(self.cin.len());
-            self.sout.extend_from_slice(&self.cin[..n]);
+            if forward {
+                self.sout.extend_from_slice(&self.cin[..n]);
+            }
             self.cin.advance(n);
             self.c_rem = h.total() - n;
+            self.c_drop = !forward;
         }
         self.expected.drain_fakes(&mut self.cout);
         Ok(())
@@ -397,6 +634,10 @@ impl Relay {
             match self.expected.on_server_message(h.tag, &mut self.dropped) {
                 expect::Route::SetupFailed => {
                     return Err(Pump::SetupFailed(self.sin.split_to(h.total()).freeze()));
+                }
+                expect::Route::Replace(error) => {
+                    self.cout.extend_from_slice(&error);
+                    self.s_hide = true;
                 }
                 expect::Route::Hide => self.s_hide = true,
                 expect::Route::Forward => self.s_hide = false,
@@ -520,7 +761,12 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
     let mut shutdown = shared.shutdown.clone();
     let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
         tokio::io::split(stream);
-    let mut relay = Relay::new(route.setup_sql.is_some());
+    let guard = route.guarded.then(|| Guard {
+        cache: shared.guard_cache.clone(),
+        context: route.context.clone(),
+        tenant: route.tenant.clone(),
+    });
+    let mut relay = Relay::new(route.setup_sql.is_some(), guard, route.setup_sql.clone());
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
         relay.attach(c.conn(), &route);

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::guard::Verdict;
+
 /// A statement as the server knows it.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -18,6 +20,8 @@ pub(crate) struct Prepared {
     pub(crate) parse: Bytes,
     /// Executing it may change session settings (see `taint`).
     pub(crate) taints: bool,
+    /// The shared-placement guard's verdict (always `Allowed`: refused Parses register nothing).
+    pub(crate) verdict: Option<Arc<Verdict>>,
 }
 
 /// The client's statement names.
@@ -34,7 +38,13 @@ pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl Statements {
     /// Registers a named Parse (`body` is the message body) and returns the server statement.
-    pub(crate) fn parse(&mut self, name: &[u8], after_name: &[u8], taints: bool) -> Arc<Prepared> {
+    pub(crate) fn parse(
+        &mut self,
+        name: &[u8],
+        after_name: &[u8],
+        taints: bool,
+        verdict: Option<Arc<Verdict>>,
+    ) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
         let mut server_name = String::with_capacity(28);
         server_name.push_str("pgt_");
@@ -51,6 +61,7 @@ impl Statements {
             server_name: server_name.into_boxed_str(),
             parse: parse.freeze(),
             taints,
+            verdict,
         });
         self.map.insert(name.into(), p.clone());
         p
@@ -83,9 +94,9 @@ mod tests {
     fn same_sql_same_server_name() {
         let mut a = Statements::default();
         let mut b = Statements::default();
-        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false);
-        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false);
-        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false);
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, None);
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, None);
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, None);
         assert_eq!(p1.server_name, p2.server_name);
         assert_ne!(p1.server_name, p3.server_name);
         assert!(p1.server_name.starts_with("pgt_"));

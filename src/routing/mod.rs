@@ -29,6 +29,10 @@ pub(crate) struct Route {
     /// Sent before the client's first message on each server attachment (schema and shared
     /// placements): `SET search_path …` or `SET <guc> = …`.
     pub(crate) setup_sql: Option<Arc<str>>,
+    /// Statements are checked by the shared-placement guard.
+    pub(crate) guarded: bool,
+    /// The tenant's context value (what the GUC, schema or database template receives).
+    pub(crate) context: Arc<str>,
 }
 
 /// Places `tenant` for the authenticated `user`; `None` only if a rule names no known shard,
@@ -75,5 +79,7 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
         mode: rule.pool_mode.unwrap_or(config.pool.mode),
         pool_size: rule.pool_size.unwrap_or(config.pool.default_pool_size),
         setup_sql: setup_sql.map(Arc::from),
+        guarded: rule.kind == PlacementKind::Shared && config.tenancy.guard,
+        context: Arc::from(tenant.context.as_str()),
     })
 }
