@@ -117,6 +117,8 @@ pub(crate) struct Tenancy {
     pub(crate) user_separator: String,
     pub(crate) sni_suffix: Option<String>,
     pub(crate) guc: String,
+    /// The column shared-placement tables key rows on (what `pgtenant check` looks for).
+    pub(crate) tenant_column: String,
     /// Placement of tenants not listed; `None` refuses them.
     pub(crate) unlisted: Option<Rule>,
 }

@@ -80,6 +80,7 @@ pub(crate) struct RawTenancy {
     pub(crate) user_separator: String,
     pub(crate) sni_suffix: Option<String>,
     pub(crate) guc: String,
+    pub(crate) tenant_column: String,
     pub(crate) unlisted: String,
     pub(crate) default: Option<RawRule>,
 }
@@ -96,6 +97,7 @@ impl Default for RawTenancy {
             user_separator: ".".into(),
             sni_suffix: None,
             guc: "app.current_tenant".into(),
+            tenant_column: "tenant_id".into(),
             unlisted: "refuse".into(),
             default: None,
         }

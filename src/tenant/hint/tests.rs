@@ -11,6 +11,7 @@ fn tenancy(sources: &[Source]) -> Tenancy {
         user_separator: ".".into(),
         sni_suffix: Some("db.example.com".into()),
         guc: "app.current_tenant".into(),
+        tenant_column: "tenant_id".into(),
         unlisted: None,
     }
 }
