@@ -311,6 +311,12 @@ async fn rls_signed_trusts_only_signed_context() {
         .await
         .expect_err("the key is not writable");
     assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    drop(c);
+
+    // `pgtenant check` accepts policies on pgtenant.verified_tenant().
+    let (code, out) = check_as_pgtenant(&db);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: 1 table(s)"), "{out}");
 }
 
 // ---- pgtenant check -------------------------------------------------------------------

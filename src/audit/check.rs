@@ -383,6 +383,17 @@ struct TableRow {
     column_type: String,
 }
 
+/// A policy as deparsed with only `pg_catalog` on the search path.
+struct PolicyRow {
+    name: String,
+    /// USING, or "" when none.
+    qual: String,
+    /// WITH CHECK, or "" when none.
+    with_check: String,
+    /// Permissive and applying to PUBLIC or to a role an upstream role is a member of.
+    applies: bool,
+}
+
 async fn audit(config: &Config, target: &Target) -> Result<(usize, Vec<Finding>), CheckError> {
     let shard = &target.shard;
     let mut cfg = tokio_postgres::Config::new();
@@ -492,15 +503,17 @@ async fn audit_catalogs(
             &[&existing],
         )
         .await?;
-    let mut policies: BTreeMap<(String, String), Vec<(String, String, String, bool)>> =
-        BTreeMap::new();
+    let mut policies: BTreeMap<(String, String), Vec<PolicyRow>> = BTreeMap::new();
     for r in &rows {
-        policies.entry((r.get(0), r.get(1))).or_default().push((
-            r.get(2),
-            r.get(3),
-            r.get(4),
-            r.get(5),
-        ));
+        policies
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push(PolicyRow {
+                name: r.get(2),
+                qual: r.get(3),
+                with_check: r.get(4),
+                applies: r.get(5),
+            });
     }
 
     let reads_setting = |expr: &str| {
@@ -534,13 +547,13 @@ async fn audit_catalogs(
                 database: target.database.clone(),
             });
         }
-        for (name, qual, check, applies) in table_policies {
-            let exprs = [qual, check];
+        for p in table_policies {
+            let exprs = [&p.qual, &p.with_check];
             let ignores = exprs.iter().any(|e| !e.is_empty() && !reads_setting(e));
-            if *applies && ignores {
+            if p.applies && ignores {
                 findings.push(Finding::PolicyIgnoresGuc {
                     table: table.clone(),
-                    policy: quote_ident(name),
+                    policy: quote_ident(&p.name),
                     guc: guc.clone(),
                 });
             }
