@@ -268,7 +268,7 @@ impl Report {
         let mut out = String::new();
         for d in &self.databases {
             out.push_str(&format!(
-                "shard {} ({}), database {} (role {}; {}):\n",
+                "shard {} ({}), database {} (as {}; tenants: {}):\n",
                 d.shard,
                 d.addr,
                 d.database,
