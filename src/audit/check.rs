@@ -45,6 +45,7 @@ pub enum Finding {
     NoPolicy {
         table: String,
         column: String,
+        column_type: String,
         guc: String,
         database: String,
     },
@@ -137,12 +138,13 @@ impl fmt::Display for Finding {
             Finding::NoPolicy {
                 table,
                 column,
+                column_type,
                 guc,
                 database,
             } => write!(
                 f,
                 "{table} has row-level security but no policy: no tenant sees any row; fix: {}",
-                rls_command(table, column, DEFAULT_TYPE, guc, database)
+                rls_command(table, column, column_type, guc, database)
             ),
             Finding::PolicyIgnoresGuc { table, policy, guc } => write!(
                 f,
@@ -543,6 +545,7 @@ async fn audit_catalogs(
             findings.push(Finding::NoPolicy {
                 table: table.clone(),
                 column: quote_ident(column),
+                column_type: t.column_type.clone(),
                 guc: guc.clone(),
                 database: target.database.clone(),
             });
@@ -581,3 +584,6 @@ async fn audit_catalogs(
     }
     Ok((tables.len(), findings))
 }
+
+#[cfg(test)]
+mod tests;

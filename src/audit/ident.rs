@@ -16,6 +16,8 @@ pub enum IdentError {
     Empty,
     #[error("a name must not contain NUL")]
     Nul,
+    #[error("a name must not contain control characters such as newlines")]
+    Control,
     #[error("unterminated double quote")]
     Unterminated,
     #[error("unexpected {0:?}: quote the name (\"My Table\") if it really contains it")]
@@ -30,6 +32,10 @@ pub enum IdentError {
 pub(crate) fn parse_name(input: &str, max_parts: usize) -> Result<Vec<String>, IdentError> {
     if input.contains('\0') {
         return Err(IdentError::Nul);
+    }
+    // A newline in a quoted name would end the comment lines the name also appears in.
+    if input.chars().any(char::is_control) {
+        return Err(IdentError::Control);
     }
     let mut parts = Vec::new();
     let mut chars = input.trim().chars().peekable();
@@ -324,6 +330,10 @@ mod tests {
         );
         assert_eq!(parse_name("1abc", 2), Err(IdentError::Unexpected('1')));
         assert_eq!(parse_name("a\0b", 2), Err(IdentError::Nul));
+        assert_eq!(
+            parse_name("\"x\nDROP TABLE y; --\"", 2),
+            Err(IdentError::Control)
+        );
         assert!(matches!(
             parse_name(&"x".repeat(64), 2),
             Err(IdentError::TooLong(_))

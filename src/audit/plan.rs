@@ -225,3 +225,6 @@ fn unlisted(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -189,42 +189,54 @@ impl Script {
 
     fn header(&self, out: &mut String) {
         let Script {
-            table, column, guc, ..
+            table,
+            column,
+            policy,
+            guc,
+            ty,
+            ..
         } = self;
         let _ = writeln!(
             out,
-            "-- pgtenant rls: row-level security for table {table}, tenant column {column}.\n\
-             --\n\
-             -- Each row belongs to the tenant named in {column}. pgtenant sets {guc} to the\n\
-             -- tenant's context value before each transaction; the policy below lets a session\n\
-             -- read and write only that tenant's rows. With {guc} unset or empty, no row is\n\
-             -- visible and none can be written.\n\
+            "-- pgtenant rls: tenant isolation for a shared-placement table.\n\
+             --   table:          {table}\n\
+             --   tenant column:  {column} ({ty})\n\
+             --   tenant setting: {guc}\n\
+             --   policy:         {policy}"
+        );
+        if self.signed {
+            let _ = writeln!(out, "--   signature:      {} (signed mode)", self.sig_guc());
+        }
+        out.push_str(
+            "--\n\
+             -- Each row belongs to the tenant in its tenant column. pgtenant sets the tenant\n\
+             -- setting to the tenant's context value before each transaction; the policy below\n\
+             -- lets a session read and write only that tenant's rows. With the setting unset or\n\
+             -- empty, no row is visible and none can be written.\n\
              --\n\
              -- Run it as the table's owner or a superuser. The role pgtenant logs in as must not\n\
              -- own the table, be a superuser or have BYPASSRLS (`pgtenant check` reports these).\n\
-             -- Every run replaces the policy, so running it twice is harmless."
+             -- Every run replaces the policy, so running it twice is harmless.\n",
         );
         if self.signed {
-            let sig = self.sig_guc();
-            let _ = writeln!(
-                out,
+            out.push_str(
                 "--\n\
-                 -- Signed mode: {guc} counts only when {sig} holds pgtenant's signature of it,\n\
-                 -- lower-case hex of HMAC-SHA256(key, <{guc}> || '/' || pg_backend_pid()).\n\
-                 -- A session that sets {guc} itself (SET, set_config, a function...) cannot sign\n\
-                 -- it and sees nothing. The key is the one pgtenant signs with, given in hex:\n\
+                 -- Signed mode: the tenant setting counts only when the signature setting holds\n\
+                 -- pgtenant's signature of it, lower-case hex of\n\
+                 --   HMAC-SHA256(key, <tenant setting> || '/' || pg_backend_pid()).\n\
+                 -- A session that sets the tenant setting itself (SET, set_config, a function...)\n\
+                 -- cannot sign it and sees nothing. Give the key pgtenant signs with, in hex:\n\
                  --\n\
                  --   psql -v ON_ERROR_STOP=1 -v pgtenant_key=<hex key> -d <database> -f rls.sql\n\
                  --\n\
                  -- The key is stored once in pgtenant.signing_key, which only its owner can read;\n\
                  -- later runs (e.g. for other tables) keep it and may leave out -v pgtenant_key.\n\
-                 -- Signed mode needs psql (\\if, :'pgtenant_key') and the pgcrypto extension."
+                 -- Signed mode needs psql (\\if, :'pgtenant_key') and the pgcrypto extension.\n",
             );
         } else {
-            let _ = writeln!(
-                out,
+            out.push_str(
                 "--\n\
-                 --   psql -v ON_ERROR_STOP=1 -d <database> -f rls.sql"
+                 --   psql -v ON_ERROR_STOP=1 -d <database> -f rls.sql\n",
             );
         }
         out.push('\n');
