@@ -492,6 +492,71 @@ fn check_reports_unforced_rls_open_policies_and_owned_tables() {
     );
 }
 
+#[tokio::test]
+async fn check_reports_views_that_bypass_rls() {
+    let db = items_db("check_views", "text", &[("a", "a1"), ("b", "b1")]);
+    apply(
+        &db,
+        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
+        None,
+    )
+    .expect("apply");
+    cluster()
+        .psql(
+            &db,
+            "CREATE VIEW all_items AS SELECT * FROM items;
+             CREATE VIEW own_items WITH (security_invoker = true) AS SELECT * FROM items;
+             CREATE VIEW hidden_items AS SELECT * FROM items;
+             CREATE MATERIALIZED VIEW item_counts AS
+               SELECT tenant_id, count(*) AS n FROM items GROUP BY tenant_id;
+             GRANT SELECT ON all_items, own_items, item_counts TO pgtenant;",
+        )
+        .expect("views");
+    // What the findings are about: the superuser-owned view shows b's rows to tenant a.
+    let c = as_pgtenant(&db).await;
+    c.batch_execute("SET app.current_tenant = 'a'")
+        .await
+        .expect("set");
+    let leaked = c
+        .query("SELECT name FROM all_items ORDER BY name", &[])
+        .await
+        .expect("select view");
+    assert_eq!(leaked.len(), 2);
+    let own = c
+        .query("SELECT name FROM own_items", &[])
+        .await
+        .expect("select invoker view");
+    assert_eq!(own.len(), 1);
+    drop(c);
+
+    let (code, out) = check_as_pgtenant(&db);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "error: view public.all_items has the tenant column and reads its tables as its \
+             owner postgres, who bypasses row-level security"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: ALTER VIEW public.all_items SET (security_invoker = true);"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: materialized view public.item_counts has the tenant column"),
+        "{out}"
+    );
+    assert!(!out.contains("own_items"), "security_invoker view: {out}");
+    assert!(
+        !out.contains("hidden_items"),
+        "view pgtenant cannot read: {out}"
+    );
+    assert!(
+        out.contains("2 finding(s) (2 error(s), 0 warning(s))"),
+        "{out}"
+    );
+}
+
 #[test]
 fn check_reports_a_superuser_upstream_role() {
     let db = items_db("check_super", "text", &[]);

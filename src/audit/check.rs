@@ -56,6 +56,12 @@ pub enum Finding {
         policy: String,
         guc: String,
     },
+    /// A view with the tenant column, readable by the upstream role, that reads its tables
+    /// with the rights of an owner who bypasses RLS (superuser or BYPASSRLS).
+    ViewBypassesRls { view: String, owner: String },
+    /// A materialized view with the tenant column, readable by the upstream role: RLS cannot
+    /// filter it.
+    MaterializedView { view: String, roles: String },
     /// The upstream role is a superuser: RLS never applies to it.
     Superuser { role: String },
     /// The upstream role has BYPASSRLS.
@@ -152,6 +158,20 @@ impl fmt::Display for Finding {
                  current_setting('{guc}') or pgtenant.verified_tenant(): the rows it allows are \
                  visible to every tenant; fix: DROP POLICY {policy} ON {table}; or make it \
                  compare the tenant column with the setting (pgtenant rls prints one)"
+            ),
+            Finding::ViewBypassesRls { view, owner } => write!(
+                f,
+                "view {view} has the tenant column and reads its tables as its owner {owner}, \
+                 who bypasses row-level security: every tenant sees every row through it; fix: \
+                 ALTER VIEW {view} SET (security_invoker = true); (PostgreSQL 15+) or give the \
+                 view an owner without SUPERUSER and BYPASSRLS"
+            ),
+            Finding::MaterializedView { view, roles } => write!(
+                f,
+                "materialized view {view} has the tenant column and {roles} may read it, but \
+                 row-level security cannot filter a materialized view: every tenant sees every \
+                 row; fix: REVOKE SELECT ON {view} FROM {roles}; and read it through a view \
+                 with security_invoker that filters on the tenant setting"
             ),
             Finding::Superuser { role } => write!(
                 f,
@@ -377,6 +397,20 @@ const TENANT_TABLES: &str = "
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname !~ '^pg_(toast|temp_)'";
 
+/// Views and materialized views outside the system schemas having the column `$1` that one
+/// of the roles `$2` may read.
+const TENANT_VIEWS: &str = "
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_roles o ON o.oid = c.relowner
+    WHERE c.relkind IN ('v', 'm')
+      AND a.attname::text = $1
+      AND EXISTS (SELECT FROM unnest($2::text[]) u
+                  WHERE has_table_privilege(u::name, c.oid, 'SELECT'))
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_)'";
+
 struct TableRow {
     table: String,
     key: (String, String),
@@ -560,6 +594,37 @@ async fn audit_catalogs(
                     guc: guc.clone(),
                 });
             }
+        }
+    }
+
+    // Views that read their tables as an owner who bypasses RLS; materialized views, which
+    // RLS cannot filter.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relkind = 'm', o.rolname::text,
+                        o.rolsuper OR o.rolbypassrls,
+                        coalesce((SELECT option_value::bool FROM pg_options_to_table(c.reloptions)
+                                  WHERE option_name = 'security_invoker'), false)
+                 {TENANT_VIEWS} ORDER BY 1, 2"
+            ),
+            &[column, &existing],
+        )
+        .await?;
+    for r in &rows {
+        let name = quote_qualified(&[r.get(0), r.get(1)]);
+        let (materialized, owner_bypasses, invoker): (bool, bool, bool) =
+            (r.get(2), r.get(4), r.get(5));
+        if materialized {
+            findings.push(Finding::MaterializedView {
+                view: name,
+                roles: existing.join(", "),
+            });
+        } else if owner_bypasses && !invoker {
+            findings.push(Finding::ViewBypassesRls {
+                view: name,
+                owner: r.get(3),
+            });
         }
     }
 
