@@ -1,8 +1,9 @@
 //! `pgtenant check`: connects to every shard that hosts a shared-placement database, as the
 //! upstream role pgtenant uses, and reports what would let one tenant see another's rows:
 //! tables with the tenant column but no row-level security, RLS not forced, permissive
-//! policies that do not read the tenant setting, upstream roles that are superusers, have
-//! BYPASSRLS or own the tables; and, from the config alone, schema placements whose tenants
+//! policies that do not read the tenant setting, views that read tenant tables as an owner who
+//! bypasses RLS, materialized views with the tenant column, upstream roles that are superusers,
+//! have BYPASSRLS or own the tables; and, from the config alone, schema placements whose tenants
 //! share one upstream role. One finding per line, each with a fix.
 //!
 //! Only reads catalogs; it never changes anything on a shard.
