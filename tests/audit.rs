@@ -317,6 +317,20 @@ async fn rls_signed_trusts_only_signed_context() {
     let (code, out) = check_as_pgtenant(&db);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok: 1 table(s)"), "{out}");
+    // ... and reports an upstream role that could read the key.
+    cluster()
+        .psql(&db, "GRANT SELECT ON pgtenant.signing_key TO pgtenant")
+        .expect("grant");
+    let (code, out) = check_as_pgtenant(&db);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "error: upstream role pgtenant can read or change pgtenant.signing_key: it can sign \
+             any tenant's context itself"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("1 finding(s)"), "{out}");
 }
 
 // ---- pgtenant check -------------------------------------------------------------------

@@ -63,6 +63,9 @@ pub enum Finding {
     /// A materialized view with the tenant column, readable by the upstream role: RLS cannot
     /// filter it.
     MaterializedView { view: String, roles: String },
+    /// Signed mode: the upstream role can read or change the signing key, create objects in
+    /// schema `pgtenant`, or owns `pgtenant.verified_tenant()`: it can forge any tenant.
+    SigningExposed { role: String, what: String },
     /// The upstream role is a superuser: RLS never applies to it.
     Superuser { role: String },
     /// The upstream role has BYPASSRLS.
@@ -173,6 +176,14 @@ impl fmt::Display for Finding {
                  row-level security cannot filter a materialized view: every tenant sees every \
                  row; fix: REVOKE SELECT ON {view} FROM {roles}; and read it through a view \
                  with security_invoker that filters on the tenant setting"
+            ),
+            Finding::SigningExposed { role, what } => write!(
+                f,
+                "upstream role {role} {what}: it can sign any tenant's context itself; fix: \
+                 pgtenant rls --signed sets the privileges right (REVOKE ALL ON TABLE \
+                 pgtenant.signing_key FROM {r}; REVOKE CREATE ON SCHEMA pgtenant FROM {r}; \
+                 the function owned by another role)",
+                r = quote_ident(role)
             ),
             Finding::Superuser { role } => write!(
                 f,
@@ -626,6 +637,39 @@ async fn audit_catalogs(
                 view: name,
                 owner: r.get(3),
             });
+        }
+    }
+
+    // Signed mode's key, schema and function, when they exist.
+    for role in &plain {
+        let row = client
+            .query_one(
+                "SELECT
+                   CASE WHEN to_regclass('pgtenant.signing_key') IS NOT NULL THEN
+                     has_table_privilege($1::text::name, 'pgtenant.signing_key',
+                                         'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')
+                   END,
+                   CASE WHEN to_regnamespace('pgtenant') IS NOT NULL THEN
+                     has_schema_privilege($1::text::name, 'pgtenant', 'CREATE')
+                   END,
+                   (SELECT bool_or(pg_has_role($1::text::name, p.proowner, 'USAGE'))
+                      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'pgtenant' AND p.proname = 'verified_tenant')",
+                &[role],
+            )
+            .await?;
+        let exposures = [
+            (0, "can read or change pgtenant.signing_key"),
+            (1, "may create objects in schema pgtenant"),
+            (2, "owns pgtenant.verified_tenant()"),
+        ];
+        for (i, what) in exposures {
+            if row.get::<_, Option<bool>>(i) == Some(true) {
+                findings.push(Finding::SigningExposed {
+                    role: role.clone(),
+                    what: what.into(),
+                });
+            }
         }
     }
 
