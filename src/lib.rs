@@ -15,8 +15,11 @@
 //! - `auth`, `tenant`, `routing`, `pool`, `backend`, `relay`, `cancel`: the stages.
 //! - [`server`]: accept loop, client limit, shutdown fan-out.
 //! - [`testing`]: throwaway real PostgreSQL clusters for tests and `demo`.
+//! - [`audit`]: the `rls` and `check` commands (SQL for row-level security, shard audit); not
+//!   part of the proxy's path.
 #![deny(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
 
+pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod backend;
 pub(crate) mod cancel;

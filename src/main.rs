@@ -1,4 +1,4 @@
-//! The `pgtenant` command: `run`, `demo`, `hash-password`.
+//! The `pgtenant` command: `run`, `demo`, `hash-password`, `rls`, `check`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -33,6 +33,35 @@ enum Command {
     },
     /// Print a SCRAM-SHA-256 verifier for a password read from standard input.
     HashPassword,
+    /// Print the SQL that makes a table tenant-safe under shared placement (forced row-level
+    /// security, a policy on the tenant setting, a column default). Apply it with psql.
+    Rls {
+        /// The table, optionally schema-qualified, as SQL spells it: items, app."Orders".
+        #[arg(long)]
+        table: String,
+        /// The tenant column.
+        #[arg(long)]
+        column: String,
+        /// The setting pgtenant sets to the tenant's context value (tenancy.guc).
+        #[arg(long, default_value = pgtenant::audit::rls::DEFAULT_GUC)]
+        guc: String,
+        /// The SQL type of the tenant column, e.g. uuid or bigint.
+        #[arg(long = "type", default_value = pgtenant::audit::rls::DEFAULT_TYPE)]
+        sql_type: String,
+        /// Trust the setting only when pgtenant's HMAC signature (<guc>_sig) verifies.
+        #[arg(long)]
+        signed: bool,
+        /// The policy's name.
+        #[arg(long, default_value = pgtenant::audit::rls::DEFAULT_POLICY)]
+        policy_name: String,
+    },
+    /// Connect to every shard hosting a shared database and report what would let a tenant
+    /// see another's rows. Exit code: 0 nothing found, 1 findings, 2 config error or a shard
+    /// that could not be audited.
+    Check {
+        #[arg(long, short, default_value = "config/pgtenant.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +89,34 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
+        Command::Rls {
+            table,
+            column,
+            guc,
+            sql_type,
+            signed,
+            policy_name,
+        } => {
+            let opts = pgtenant::audit::rls::RlsOptions {
+                table,
+                column,
+                guc,
+                sql_type,
+                signed,
+                policy_name,
+            };
+            match pgtenant::audit::rls::generate(&opts) {
+                Ok(sql) => {
+                    print!("{sql}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pgtenant: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Check { config } => check(&config),
         Command::Demo { port } => {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
             with_runtime(workers, async move { pgtenant::demo::run(port).await })
@@ -89,6 +146,30 @@ fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pgtenant check`: 0 nothing found, 1 findings, 2 config error or a shard not audited.
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match pgtenant::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgtenant: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgtenant: could not start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = rt.block_on(pgtenant::audit::check::run(&config));
+    print!("{}", report.render());
+    ExitCode::from(report.exit_code())
 }
 
 fn hash_password() -> ExitCode {

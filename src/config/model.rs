@@ -81,6 +81,7 @@ pub(crate) struct RawTenancy {
     pub(crate) sni_suffix: Option<String>,
     pub(crate) guc: String,
     pub(crate) guard: bool,
+    pub(crate) tenant_column: String,
     pub(crate) unlisted: String,
     pub(crate) default: Option<RawRule>,
 }
@@ -98,6 +99,7 @@ impl Default for RawTenancy {
             sni_suffix: None,
             guc: "app.current_tenant".into(),
             guard: true,
+            tenant_column: "tenant_id".into(),
             unlisted: "refuse".into(),
             default: None,
         }

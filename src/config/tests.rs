@@ -16,6 +16,7 @@ fn minimal_config_is_valid() {
     let c = Config::from_toml_str(SHARD).expect("valid");
     assert_eq!(c.listen().port(), 6432);
     assert_eq!(c.pool.default_pool_size, 20);
+    assert_eq!(c.tenancy.tenant_column, "tenant_id");
 }
 
 #[test]
@@ -50,6 +51,8 @@ fn bad_values_name_their_key() {
     );
     let e = err(&format!("{SHARD}[server]\nlisten = \"nowhere\"\n"));
     assert!(e.contains("server.listen"), "{e}");
+    let e = err(&format!("{SHARD}[tenancy]\ntenant_column = \"\"\n"));
+    assert!(e.contains("tenancy.tenant_column"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\nunlisted = \"place\"\n"));
     assert!(e.contains("tenancy.default"), "{e}");
     let e = err("[shards.a]\nuser = \"u\"\npassword_env = \"PGTENANT_TEST_SURELY_UNSET\"\n");

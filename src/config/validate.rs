@@ -315,6 +315,15 @@ fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Ten
             ),
         ));
     }
+    if raw.tenant_column.is_empty()
+        || raw.tenant_column.len() > 63
+        || raw.tenant_column.contains('\0')
+    {
+        return Err(ConfigError::invalid(
+            "tenancy.tenant_column",
+            "must be a column name of 1-63 bytes without NUL, e.g. tenant_id",
+        ));
+    }
     let unlisted = match (raw.unlisted.as_str(), raw.default) {
         ("refuse", _) => None,
         ("place", Some(d)) => Some(default_rule(d, shards)?),
@@ -339,6 +348,7 @@ fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Ten
             .map(|s| s.trim_start_matches('.').to_ascii_lowercase()),
         guc: raw.guc,
         guard: raw.guard,
+        tenant_column: raw.tenant_column,
         unlisted,
     })
 }

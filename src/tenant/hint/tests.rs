@@ -12,6 +12,7 @@ fn tenancy(sources: &[Source]) -> Tenancy {
         sni_suffix: Some("db.example.com".into()),
         guc: "app.current_tenant".into(),
         guard: true,
+        tenant_column: "tenant_id".into(),
         unlisted: None,
     }
 }
