@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{UPSTREAM_PASSWORD, cluster, sqlstate, unique};
+use common::{UPSTREAM_PASSWORD, apply_script, cluster, rls_sql, sqlstate, unique};
 use hmac::{Hmac, Mac};
 use pgtenant::testing::{SUPERUSER_PASSWORD, shard_toml};
 use sha2::Sha256;
@@ -26,36 +26,6 @@ fn pgtenant(args: &[&str]) -> Output {
 
 fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
-}
-
-/// `pgtenant rls ARGS`, which must succeed.
-fn rls_sql(args: &[&str]) -> String {
-    let mut all = vec!["rls"];
-    all.extend_from_slice(args);
-    let out = pgtenant(&all);
-    assert!(out.status.success(), "rls {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// Applies a script with `psql -f` as the superuser; `key` becomes `-v pgtenant_key=`.
-fn apply(db: &str, sql: &str, key: Option<&str>) -> Result<(), String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("rls.sql");
-    std::fs::write(&file, sql).expect("write script");
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", "127.0.0.1", "-p", &cluster().port().to_string()])
-        .args(["-U", "postgres", "-d", db])
-        .env("PGPASSWORD", SUPERUSER_PASSWORD);
-    if let Some(k) = key {
-        cmd.arg("-v").arg(format!("pgtenant_key={k}"));
-    }
-    let out = cmd.arg("-f").arg(&file).output().expect("psql runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(text(&out.stderr))
-    }
 }
 
 /// A database owned by the superuser, with `setup` run in it as the superuser.
@@ -133,8 +103,8 @@ async fn rls_scopes_reads_writes_and_defaults_to_the_tenant() {
         &[("a", "a1"), ("a", "a2"), ("b", "b1")],
     );
     let sql = rls_sql(&["--table", "public.items", "--column", "tenant_id"]);
-    apply(&db, &sql, None).expect("script applies");
-    apply(&db, &sql, None).expect("script applies twice");
+    apply_script(&db, &sql, None).expect("script applies");
+    apply_script(&db, &sql, None).expect("script applies twice");
     let forced = cluster()
         .psql(
             &db,
@@ -208,7 +178,7 @@ async fn rls_with_uuid_tenant_column() {
         "uuid",
     ]);
     assert!(sql.contains("::uuid"), "{sql}");
-    apply(&db, &sql, None).expect("script applies");
+    apply_script(&db, &sql, None).expect("script applies");
 
     let c = as_pgtenant(&db).await;
     assert!(
@@ -238,11 +208,11 @@ async fn rls_signed_trusts_only_signed_context() {
     let db = items_db("rls_signed", "text", &[("a", "a1"), ("b", "b1")]);
     let sql = rls_sql(&["--table", "items", "--column", "tenant_id", "--signed"]);
 
-    let e = apply(&db, &sql, None).expect_err("no key, no setup");
+    let e = apply_script(&db, &sql, None).expect_err("no key, no setup");
     assert!(e.contains("pgtenant_key"), "{e}");
-    apply(&db, &sql, Some(KEY_HEX)).expect("script applies with the key");
+    apply_script(&db, &sql, Some(KEY_HEX)).expect("script applies with the key");
     // A second run (another key given by mistake) keeps the stored key.
-    apply(&db, &sql, Some(&"00".repeat(32))).expect("script applies again");
+    apply_script(&db, &sql, Some(&"00".repeat(32))).expect("script applies again");
     let stored = cluster()
         .psql(&db, "SELECT encode(key, 'hex') FROM pgtenant.signing_key")
         .expect("key");
@@ -376,7 +346,7 @@ fn check_as_pgtenant(db: &str) -> (i32, String) {
 #[test]
 fn check_passes_a_database_secured_by_rls() {
     let db = items_db("check_clean", "text", &[("a", "a1")]);
-    apply(
+    apply_script(
         &db,
         &rls_sql(&["--table", "items", "--column", "tenant_id"]),
         None,
@@ -402,7 +372,7 @@ fn check_reports_a_table_without_rls_and_its_fix_works() {
              CREATE TABLE public.untenanted (id int);",
         )
         .expect("tables");
-    apply(
+    apply_script(
         &db,
         &rls_sql(&["--table", "items", "--column", "tenant_id"]),
         None,
@@ -453,7 +423,7 @@ fn check_reports_a_table_without_rls_and_its_fix_works() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(args[0], "rls", "{args:?}");
     let sql = rls_sql(&args[1..]);
-    apply(&db, &sql, None).expect("fix applies");
+    apply_script(&db, &sql, None).expect("fix applies");
     let (code, out) = check_as_pgtenant(&db);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok: 2 table(s)"), "{out}");
@@ -509,7 +479,7 @@ fn check_reports_unforced_rls_open_policies_and_owned_tables() {
 #[tokio::test]
 async fn check_reports_views_that_bypass_rls() {
     let db = items_db("check_views", "text", &[("a", "a1"), ("b", "b1")]);
-    apply(
+    apply_script(
         &db,
         &rls_sql(&["--table", "items", "--column", "tenant_id"]),
         None,
@@ -574,7 +544,7 @@ async fn check_reports_views_that_bypass_rls() {
 #[test]
 fn check_reports_a_superuser_upstream_role() {
     let db = items_db("check_super", "text", &[]);
-    apply(
+    apply_script(
         &db,
         &rls_sql(&["--table", "items", "--column", "tenant_id"]),
         None,
@@ -601,7 +571,7 @@ fn check_reports_a_superuser_upstream_role() {
 #[test]
 fn check_reports_bypassrls_and_a_per_tenant_role_in_the_config() {
     let db = items_db("check_bypass", "text", &[]);
-    apply(
+    apply_script(
         &db,
         &rls_sql(&["--table", "items", "--column", "tenant_id"]),
         None,

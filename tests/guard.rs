@@ -730,3 +730,63 @@ async fn a_hundred_clients_of_ten_tenants_each_see_only_their_own_rows() {
         Err(_) => panic!("proxy still shared"),
     }
 }
+
+/// Signed mode: policies from `pgtenant rls --signed` trust the GUC only with pgtenant's
+/// signature for the server connection. Through pgtenant every tenant sees its rows; a GUC
+/// forged past the guard (here: the guard switched off) matches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_context_holds_even_without_the_guard() {
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let db = unique("signed");
+    cluster()
+        .psql("postgres", &format!("CREATE DATABASE {db}"))
+        .expect("db");
+    cluster()
+        .psql(
+            &db,
+            "CREATE TABLE items (id serial PRIMARY KEY, tenant_id text NOT NULL, name text NOT NULL);
+             GRANT SELECT, INSERT, UPDATE, DELETE ON items TO pgtenant;
+             GRANT USAGE ON SEQUENCE items_id_seq TO pgtenant;
+             INSERT INTO items (tenant_id, name) VALUES
+               ('alpha', 'alpha-1'), ('alpha', 'alpha-2'),
+               ('beta', 'beta-secret-1'), ('beta', 'beta-secret-2');",
+        )
+        .expect("table");
+    apply_script(
+        &db,
+        &rls_sql(&["--table", "items", "--column", "tenant_id", "--signed"]),
+        Some(key),
+    )
+    .expect("signed rls");
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = dir.path().join("key.hex");
+    std::fs::write(&key_file, key).expect("key file");
+    for guard in ["true", "false"] {
+        let tenancy = format!(
+            "guard = {guard}\nsigning_key_file = \"{}\"",
+            key_file.display()
+        );
+        let proxy = start_proxy(&config(&db, &["alpha", "beta"], 1, &tenancy)).await;
+        let alpha = connect(&proxy, "app.alpha", "alpha").await;
+        let beta = connect(&proxy, "app.beta", "beta").await;
+        for _ in 0..3 {
+            assert_eq!(names(&alpha).await, ALPHA_ROWS, "guard = {guard}");
+            assert_eq!(
+                names(&beta).await,
+                ["beta-secret-1", "beta-secret-2"],
+                "guard = {guard}"
+            );
+        }
+        let forged = run(
+            &alpha,
+            "SET app.current_tenant = 'beta'; SELECT name FROM items",
+        )
+        .await;
+        if guard == "true" {
+            assert_eq!(forged.map_err(|(c, _)| c), Err("42501".to_owned()));
+        } else {
+            assert_eq!(forged, Ok(vec![]), "a forged context sees nothing");
+        }
+        proxy.shutdown().await;
+    }
+}

@@ -119,6 +119,8 @@ pub(crate) struct Tenancy {
     pub(crate) guc: String,
     /// Check every statement of shared-placement sessions (DESIGN §4).
     pub(crate) guard: bool,
+    /// Signed context mode: the key pgtenant signs `<guc>_sig` with (see `pgtenant rls --signed`).
+    pub(crate) signing_key: Option<Arc<[u8]>>,
     /// The column shared-placement tables key rows on (what `pgtenant check` looks for).
     pub(crate) tenant_column: String,
     /// Placement of tenants not listed; `None` refuses them.

@@ -55,7 +55,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             "at least one shard is required, e.g. [shards.main] host = \"127.0.0.1\" port = 5432 user = \"pgtenant\"",
         ));
     }
-    let tenancy = tenancy(raw.tenancy, &shards)?;
+    let tenancy = tenancy(raw.tenancy, &shards, base)?;
     let tenants = tenants(raw.tenants, &shards)?;
     let users = users(raw.users)?;
     Ok(Config {
@@ -278,7 +278,12 @@ fn source(key: &str, s: &str) -> Result<Source, ConfigError> {
     }
 }
 
-fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Tenancy, ConfigError> {
+fn tenancy(
+    raw: RawTenancy,
+    shards: &BTreeMap<String, Arc<Shard>>,
+    base: Option<&Path>,
+) -> Result<Tenancy, ConfigError> {
+    let signing_key = signing_key(&raw, base)?;
     let mut sources = Vec::new();
     for (i, s) in raw.resolve.iter().enumerate() {
         let src = source(&format!("tenancy.resolve[{i}]"), s)?;
@@ -348,9 +353,58 @@ fn tenancy(raw: RawTenancy, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Ten
             .map(|s| s.trim_start_matches('.').to_ascii_lowercase()),
         guc: raw.guc,
         guard: raw.guard,
+        signing_key,
         tenant_column: raw.tenant_column,
         unlisted,
     })
+}
+
+/// The signed-mode key: hex (at least 16 bytes) from `signing_key_env` or `signing_key_file`.
+fn signing_key(raw: &RawTenancy, base: Option<&Path>) -> Result<Option<Arc<[u8]>>, ConfigError> {
+    let (key, text) = match (&raw.signing_key_env, &raw.signing_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "tenancy",
+                "set only one of signing_key_env, signing_key_file",
+            ));
+        }
+        (Some(var), None) => (
+            "tenancy.signing_key_env",
+            std::env::var(var).map_err(|_| {
+                ConfigError::invalid(
+                    "tenancy.signing_key_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+        ),
+        (None, Some(file)) => {
+            let path = resolve_path(base, file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::invalid(
+                    "tenancy.signing_key_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            ("tenancy.signing_key_file", text)
+        }
+        (None, None) => return Ok(None),
+    };
+    let hex = text.trim();
+    let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    match bytes {
+        Some(b) if b.len() >= 16 => Ok(Some(Arc::from(b))),
+        _ => Err(ConfigError::invalid(
+            key,
+            "the signing key must be at least 16 bytes written as hex (e.g. openssl rand -hex 32)",
+        )),
+    }
 }
 
 fn default_rule(d: RawRule, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Rule, ConfigError> {

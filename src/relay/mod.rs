@@ -29,6 +29,7 @@ use crate::pool::Checkout;
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
 use crate::routing::Route;
+use crate::routing::signing::Signing;
 use crate::server::Shared;
 use crate::session::login::LoggedIn;
 use crate::stream::ClientStream;
@@ -105,6 +106,7 @@ struct Relay {
     /// when a client reset it.
     guard: Option<Guard>,
     setup: Option<Arc<str>>,
+    signing: Option<Signing>,
     /// The guard's verdict on the client's last unnamed Parse that reached the server.
     unnamed_verdict: Option<Arc<Verdict>>,
     /// This client Parsed the unnamed statement during the current attachment (otherwise
@@ -135,7 +137,8 @@ fn needs_whole(tag: u8) -> bool {
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
 
 impl Relay {
-    fn new(track_context: bool, guard: Option<Guard>, setup: Option<Arc<str>>) -> Self {
+    fn new(route: &Route, guard: Option<Guard>) -> Self {
+        let track_context = route.setup_sql.is_some();
         Relay {
             cin: BytesMut::with_capacity(16 * 1024),
             cout: BytesMut::with_capacity(16 * 1024),
@@ -153,7 +156,8 @@ impl Relay {
             track_context,
             dropped: Vec::new(),
             guard,
-            setup,
+            setup: route.setup_sql.clone(),
+            signing: route.signing.clone(),
             unnamed_verdict: None,
             unnamed_here: false,
             c_drop: false,
@@ -221,11 +225,20 @@ impl Relay {
         if conn.context.is_none()
             && !self.unsynced
             && self.status != b'E'
-            && let Some(sql) = &self.setup
+            && let Some(sql) = self.setup_for(conn)
         {
-            messages::query(&mut self.sout, sql);
+            messages::query(&mut self.sout, &sql);
             self.expected.push(Expect::HiddenQuery);
-            conn.context = Some(sql.clone());
+            conn.context = Some(sql);
+        }
+    }
+
+    /// The tenant setup statement for this server connection (signed mode signs it for the
+    /// connection's backend pid).
+    fn setup_for(&self, conn: &ServerConn) -> Option<Arc<str>> {
+        match &self.signing {
+            Some(s) => Some(s.setup_for(conn.cancel.pid)),
+            None => self.setup.clone(),
         }
     }
 
@@ -270,12 +283,12 @@ impl Relay {
             conn.dirty_session = true;
         }
         self.unnamed_here = false;
-        if let Some(sql) = &route.setup_sql {
+        if let Some(sql) = self.setup_for(conn) {
             // Sent unless this very statement is in force and nothing since could undo it.
-            if conn.context.as_deref() != Some(&**sql) {
-                messages::query(&mut self.sout, sql);
+            if conn.context.as_deref() != Some(&*sql) {
+                messages::query(&mut self.sout, &sql);
                 self.expected.push(Expect::HiddenQuery);
-                conn.context = Some(sql.clone());
+                conn.context = Some(sql);
             }
         }
         conn.state = SessionState::UsedBy(route.tenant.clone());
@@ -766,7 +779,7 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
         context: route.context.clone(),
         tenant: route.tenant.clone(),
     });
-    let mut relay = Relay::new(route.setup_sql.is_some(), guard, route.setup_sql.clone());
+    let mut relay = Relay::new(&route, guard);
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
         relay.attach(c.conn(), &route);

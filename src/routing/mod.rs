@@ -2,6 +2,9 @@
 //! and the statement that scopes a server connection to the tenant (DESIGN §1).
 
 pub(crate) mod hash;
+pub(crate) mod signing;
+
+use signing::Signing;
 
 use std::sync::Arc;
 
@@ -33,6 +36,8 @@ pub(crate) struct Route {
     pub(crate) guarded: bool,
     /// The tenant's context value (what the GUC, schema or database template receives).
     pub(crate) context: Arc<str>,
+    /// Signed context mode (shared placement with `tenancy.signing_key_*`).
+    pub(crate) signing: Option<Signing>,
 }
 
 /// Places `tenant` for the authenticated `user`; `None` only if a rule names no known shard,
@@ -68,6 +73,16 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
             quote_literal(&tenant.context)
         )),
     };
+    let setup_sql: Option<Arc<str>> = setup_sql.map(Arc::from);
+    let signing = match (&config.tenancy.signing_key, rule.kind, &setup_sql) {
+        (Some(key), PlacementKind::Shared, Some(base)) => Some(Signing {
+            key: key.clone(),
+            base_sql: base.clone(),
+            sig_guc: Arc::from(format!("{}_sig", config.tenancy.guc)),
+            context: Arc::from(tenant.context.as_str()),
+        }),
+        _ => None,
+    };
     Some(Route {
         tenant: Arc::from(tenant.name.as_str()),
         key: PoolKey {
@@ -78,7 +93,8 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
         shard,
         mode: rule.pool_mode.unwrap_or(config.pool.mode),
         pool_size: rule.pool_size.unwrap_or(config.pool.default_pool_size),
-        setup_sql: setup_sql.map(Arc::from),
+        setup_sql,
+        signing,
         guarded: rule.kind == PlacementKind::Shared && config.tenancy.guard,
         context: Arc::from(tenant.context.as_str()),
     })

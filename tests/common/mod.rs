@@ -234,3 +234,39 @@ pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         }
     }
 }
+
+/// Applies a script with `psql -f` as the superuser; `key` becomes `-v pgtenant_key=`.
+pub fn apply_script(db: &str, sql: &str, key: Option<&str>) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rls.sql");
+    std::fs::write(&file, sql).expect("write script");
+    let mut cmd = std::process::Command::new("psql");
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", "127.0.0.1", "-p", &cluster().port().to_string()])
+        .args(["-U", "postgres", "-d", db])
+        .env("PGPASSWORD", pgtenant::testing::SUPERUSER_PASSWORD);
+    if let Some(k) = key {
+        cmd.arg("-v").arg(format!("pgtenant_key={k}"));
+    }
+    let out = cmd.arg("-f").arg(&file).output().expect("psql runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Runs `pgtenant rls` with `args` and returns the SQL it prints.
+pub fn rls_sql(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+        .arg("rls")
+        .args(args)
+        .output()
+        .expect("pgtenant rls runs");
+    assert!(
+        out.status.success(),
+        "rls {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

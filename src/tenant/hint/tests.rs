@@ -12,6 +12,7 @@ fn tenancy(sources: &[Source]) -> Tenancy {
         sni_suffix: Some("db.example.com".into()),
         guc: "app.current_tenant".into(),
         guard: true,
+        signing_key: None,
         tenant_column: "tenant_id".into(),
         unlisted: None,
     }
