@@ -39,3 +39,43 @@ pub mod testing;
 pub(crate) mod tls;
 
 pub use auth::scram::hash_password;
+
+/// Entry points for `benches/` only; not an API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::sync::Arc;
+
+    use crate::guard::{Guard, Policy, Source, Verdict, VerdictCache, check};
+
+    /// Parses and checks `sql` as a simple query, without the cache: true if admitted.
+    pub fn check_uncached(sql: &str) -> bool {
+        matches!(
+            check(
+                &Policy::new("app.current_tenant"),
+                sql.as_bytes(),
+                Source::SimpleQuery
+            ),
+            Verdict::Allowed(_)
+        )
+    }
+
+    /// A session guard with its own verdict cache.
+    pub struct CachedGuard(Guard);
+
+    impl Default for CachedGuard {
+        fn default() -> Self {
+            CachedGuard(Guard {
+                cache: Arc::new(VerdictCache::new(Policy::new("app.current_tenant"))),
+                context: Arc::from("acme"),
+                tenant: Arc::from("acme"),
+            })
+        }
+    }
+
+    impl CachedGuard {
+        /// What the relay does per simple query: cached verdict plus the per-tenant check.
+        pub fn admit(&self, sql: &str) -> bool {
+            self.0.admit(sql.as_bytes(), Source::SimpleQuery).is_ok()
+        }
+    }
+}

@@ -16,6 +16,7 @@
 mod cache;
 mod functions;
 mod json;
+mod normalize;
 mod plpgsql;
 mod statement;
 #[cfg(test)]
