@@ -790,3 +790,42 @@ async fn signed_context_holds_even_without_the_guard() {
         proxy.shutdown().await;
     }
 }
+
+/// The same guard through a Python driver: psycopg 3 with server-side prepared statements
+/// and pipeline mode (installed by tests/drivers/install.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_attacks_are_refused() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".drivers/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run tests/drivers/install.sh",
+        python.display()
+    );
+    let db = shared_db();
+    let before = fingerprint(&db);
+    let proxy = start_proxy(&config(&db, &["alpha", "beta"], 1, "")).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guard/psycopg_attacks.py");
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app.alpha dbname=alpha password={CLIENT_PASSWORD}",
+        proxy.addr().port()
+    );
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("PGTENANT_DSN", dsn)
+            .output(),
+    )
+    .await
+    .expect("script finishes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok psycopg-guard 10"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fingerprint(&db), before);
+    proxy.shutdown().await;
+}
