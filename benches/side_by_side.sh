@@ -14,7 +14,10 @@
 #   CLIENTS ["16 100"]    pgbench client counts (-c), each run with -j THREADS
 #   THREADS [2]           pgbench threads (-j)
 #   PROTOCOLS ["simple extended"]  pgbench query modes (-M)
-#   TARGETS ["direct pgbouncer pgtenant-db pgtenant-shared"]
+#   TARGETS ["direct pgbouncer pgtenant-db pgtenant-shared pgtenant-shared-mix"]
+#                         pgtenant-shared-mix: MIX_TENANTS tenants in shared placement (guard
+#                         on) interleaving on one pool, one pgbench per tenant, tps summed
+#   MIX_TENANTS [4]
 #   SCALE [10]            pgbench -i scale factor
 #   IDLE_CLIENTS [2000]   idle connections for the memory measurement (0 skips it)
 #   IDLE_SLEEP [15]       seconds each idle client sleeps (must exceed the connect time)
@@ -37,7 +40,8 @@ POOL=${POOL:-20}
 CLIENTS=${CLIENTS:-"16 100"}
 THREADS=${THREADS:-2}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
-TARGETS=${TARGETS:-"direct pgbouncer pgtenant-db pgtenant-shared"}
+TARGETS=${TARGETS:-"direct pgbouncer pgtenant-db pgtenant-shared pgtenant-shared-mix"}
+MIX_TENANTS=${MIX_TENANTS:-4}
 SCALE=${SCALE:-10}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 IDLE_SLEEP=${IDLE_SLEEP:-15}
@@ -61,7 +65,7 @@ for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
 done
 ((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
 for t in $TARGETS; do
-    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared) ;; *) die "unknown target '$t'";; esac
+    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix) ;; *) die "unknown target '$t'";; esac
 done
 
 # ---------------------------------------------------------------- prerequisites
@@ -238,6 +242,10 @@ placement = "shared"
 shard = "main"
 database = "erp_bench"
 EOF
+# pgtenant-shared-mix: MIX_TENANTS tenants in shared placement on one pool, interleaving.
+for ((i = 1; i <= MIX_TENANTS; i++)); do
+    printf '\n[tenants.mix%d]\nplacement = "shared"\nshard = "main"\ndatabase = "erp_bench"\n' "$i" >>"$TMP/pgtenant.toml"
+done
 
 start_pgtenant() {
     NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} "$PGTENANT_BIN" run --config "$TMP/pgtenant.toml" >>"$TMP/pgtenant.log" 2>&1 &
@@ -256,6 +264,7 @@ target_conn() { # target -> "port user dbname"
         pgbouncer) echo "$PGB_PORT pgtenant erp_bench" ;;
         pgtenant-db) echo "$PGT_PORT pgtenant.bench bench" ;;
         pgtenant-shared) echo "$PGT_PORT pgtenant.benchs benchs" ;;
+        pgtenant-shared-mix) echo "$PGT_PORT pgtenant.mix1 mix1" ;;
     esac
 }
 
@@ -267,6 +276,7 @@ for t in $TARGETS; do
         || { echo "$out" >&2; tail -20 "$TMP/pgtenant.log" >&2; die "target $t does not answer"; }
     case $t in
         pgtenant-shared) [[ $out == "erp_bench|benchs" ]] || die "pgtenant-shared: expected 'erp_bench|benchs', got '$out'" ;;
+        pgtenant-shared-mix) [[ $out == "erp_bench|mix1" ]] || die "pgtenant-shared-mix: expected 'erp_bench|mix1', got '$out'" ;;
         *) [[ $out == erp_bench\|* ]] || die "$t: expected database erp_bench, got '$out'" ;;
     esac
 done
@@ -301,13 +311,38 @@ fail_run() { # logfile message [target]
     die "$2"
 }
 
+# pgtenant-shared-mix: MIX_TENANTS pgbench processes at once, one per tenant, clients split
+# between them; their outputs are merged into one log whose tps is the sum.
+run_mix() { # proto clients out -> rc
+    local proto=$1 c=$2 out=$3 per pids=() rc=0 i
+    per=$(( c / MIX_TENANTS )); ((per > 0)) || per=1
+    for ((i = 1; i <= MIX_TENANTS; i++)); do
+        PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
+            pgbench --no-vacuum -S -M "$proto" -c "$per" -j 1 -T "$DURATION" \
+            -h 127.0.0.1 -p "$PGT_PORT" -U "pgtenant.mix$i" "mix$i" >"$out.$i" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+    awk '/^tps = / {t += $3} /^latency average = / {l += $4; n++}
+         /^number of transactions actually processed/ {split($0, a, ": "); split(a[2], b, "/"); x += b[1]}
+         /^number of failed transactions/ {f += $5}
+         END {printf "tps = %f (merged)\nlatency average = %f ms\nnumber of transactions actually processed: %d\nnumber of failed transactions: %d (0.000%%)\n", t, l / n, x, f}' \
+        "$out".* >"$out"
+    cat "$out".* >>"$out"
+    return "$rc"
+}
+
 run_one() { # proto clients target rep
     local proto=$1 c=$2 t=$3 rep=$4 port user db rc=0
     read -r port user db < <(target_conn "$t")
     local out="$TMP/runs/$proto-$c-$t-$rep.log"
-    PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
-        pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
-        -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out" 2>&1 || rc=$?
+    if [[ $t == pgtenant-shared-mix ]]; then
+        run_mix "$proto" "$c" "$out" || rc=$?
+    else
+        PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
+            pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
+            -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out" 2>&1 || rc=$?
+    fi
     ((rc != 124 && rc != 137)) || fail_run "$out" "pgbench against $t hung (killed after $((DURATION + 30)) s): $proto c=$c rep=$rep" "$t"
     ((rc == 0)) || fail_run "$out" "pgbench against $t exited with $rc: $proto c=$c rep=$rep" "$t"
     local tps lat n failed
@@ -425,6 +460,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     if has pgbouncer && has pgtenant-db; then header+=" db / pgbouncer |"; sep+="---:|"; fi
     if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
+    if has pgtenant-db && has pgtenant-shared-mix; then header+=" shared-mix / db |"; sep+="---:|"; fi
     echo "$header"; echo "$sep"
     for proto in $PROTOCOLS; do
         for c in $CLIENTS; do
@@ -434,12 +470,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             if has pgbouncer && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer]}") |"; fi
             if has pgbouncer && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer]}") |"; fi
             if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
+            if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
             echo "$row"
             unset M
         done
     done
     echo
-    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it."
+    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, every statement checked by the guard, and pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it; pgtenant-shared-mix: $MIX_TENANTS such tenants at once on one pool (one pgbench per tenant, clients split evenly, tps summed), so server connections change tenant all the time."
     if ((PGT_ERRORS > 0)); then
         echo
         echo "Note: pgtenant logged $PGT_ERRORS WARN/ERROR lines during the throughput runs (first 5):"
