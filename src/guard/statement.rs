@@ -17,8 +17,8 @@ const CURSOR_OPT_HOLD: i32 = 0x0020;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Scope {
     pub(super) source: Source,
-    /// The text holds exactly one statement.
-    pub(super) single: bool,
+    /// This is the last statement of the text.
+    pub(super) last: bool,
     /// `$n` parameters are bound by the client's `Bind` (so the relay can check them).
     pub(super) params_bindable: bool,
 }
@@ -29,7 +29,7 @@ pub(super) fn check_text(policy: &Policy, text: &str, source: Source) -> Result<
         pg_query::parse(text, 0).map_err(|e| format!("pgtenant could not parse it ({e})"))?;
     let stmts = &parsed.protobuf.stmts;
     let mut allowed = Allowed::default();
-    for raw in stmts {
+    for (i, raw) in stmts.iter().enumerate() {
         let node = raw
             .stmt
             .as_ref()
@@ -37,7 +37,7 @@ pub(super) fn check_text(policy: &Policy, text: &str, source: Source) -> Result<
             .ok_or("empty statement")?;
         let scope = Scope {
             source,
-            single: stmts.len() == 1,
+            last: i + 1 == stmts.len(),
             params_bindable: source == Source::Parse && !matches!(node, NodeEnum::PrepareStmt(_)),
         };
         let start = usize::try_from(raw.stmt_location)
@@ -67,7 +67,7 @@ pub(super) fn check_tree_only(
         .map_err(|e| format!("pgtenant could not parse a PL/pgSQL expression ({e})"))?;
     let scope = Scope {
         source: Source::Parse,
-        single: true,
+        last: true,
         params_bindable: false,
     };
     for raw in &parsed.protobuf.stmts {
@@ -93,7 +93,7 @@ pub(super) fn check_nested(
             .ok_or("empty statement")?;
         let scope = Scope {
             source: Source::Parse,
-            single: false,
+            last: false,
             params_bindable: false,
         };
         check_node(policy, node, scope, text, allowed)?;
@@ -254,12 +254,13 @@ fn check_node(
 }
 
 /// `RESET ALL` and `DISCARD ALL` clear the tenant context: pgtenant sets it again before the
-/// next statement, which it can only do between messages.
+/// next message, so nothing may run after them in the same one. (Connection pools send
+/// `...; RESET ALL` as their reset query.)
 fn reset_alone(what: &str, scope: Scope) -> Result<(), String> {
-    if scope.source != Source::SimpleQuery || !scope.single {
+    if scope.source != Source::SimpleQuery || !scope.last {
         return refuse(
-            &format!("{what} inside a longer statement string or the extended protocol"),
-            "it clears the tenant context; send it on its own as a simple query",
+            &format!("{what} before other statements or in the extended protocol"),
+            "it clears the tenant context; send it as the last statement of a simple query",
         );
     }
     Ok(())

@@ -199,8 +199,11 @@ fn resets_are_allowed_alone_and_reported() {
     assert!(e.resets_context);
     let e = effects("DISCARD ALL");
     assert!(e.resets_context && e.drops_statements);
-    refused("RESET ALL; SELECT * FROM items", "on its own");
-    refused("SELECT 1; DISCARD ALL", "on its own");
+    refused("RESET ALL; SELECT * FROM items", "last statement");
+    refused("DISCARD ALL; SELECT 1", "last statement");
+    // A pool's reset query (asyncpg's, for one) ends with RESET ALL.
+    let e = effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
+    assert!(e.resets_context && e.session_state);
     assert!(admit_as("RESET ALL", Source::Parse).is_err());
     assert!(effects("DEALLOCATE ALL").drops_statements);
 }
