@@ -133,11 +133,21 @@ pub(crate) fn check(policy: &Policy, sql: &[u8], source: Source) -> Verdict {
     let Ok(text) = std::str::from_utf8(sql) else {
         return Verdict::Refused("the statement is not valid UTF-8".into());
     };
-    match statement::check_text(policy, text, source) {
+    // pg_query's protobuf decoding and the walks over the tree recurse once per nesting
+    // level; a client must not be able to overflow a worker's stack with a deep statement.
+    let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_SIZE, || {
+        statement::check_text(policy, text, source)
+    });
+    match result {
         Ok(allowed) => Verdict::Allowed(allowed),
         Err(reason) => Verdict::Refused(reason),
     }
 }
+
+/// Below this much free stack, checking a statement moves to a fresh stack of `STACK_SIZE`
+/// (reserved address space; only the pages a deep statement touches are used).
+const STACK_RED_ZONE: usize = 32 * 1024 * 1024;
+const STACK_SIZE: usize = 512 * 1024 * 1024;
 
 /// One session's guard: the shared verdict cache plus this tenant's context value.
 #[derive(Clone)]

@@ -322,3 +322,26 @@ fn verdicts_are_cached_by_text() {
     let c = g.cache.verdict(b"SELECT 1", Source::Parse);
     assert!(!Arc::ptr_eq(&a, &c));
 }
+
+#[test]
+fn deeply_nested_statements_are_refused_not_fatal() {
+    // Run on a stack the size of a tokio worker's (2 MiB).
+    let handle = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let mut results = Vec::new();
+            for depth in [20usize, 200, 5_000, 100_000] {
+                let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+                let calls = format!("SELECT {}1{}", "abs(".repeat(depth), ")".repeat(depth));
+                let subqueries =
+                    format!("SELECT {}1{}", "(SELECT ".repeat(depth), ")".repeat(depth));
+                let ok = [parens, calls, subqueries].map(|sql| admit(&sql).is_ok());
+                results.push((depth, ok == [true; 3]));
+            }
+            results
+        })
+        .expect("thread");
+    let results = handle.join().expect("no stack overflow");
+    assert_eq!(results[0], (20, true), "{results:?}");
+    assert!(!results[3].1, "{results:?}");
+}
