@@ -28,6 +28,8 @@ pub(crate) enum Expect {
     HiddenParse {
         prepared: Box<str>,
     },
+    /// A Close pgtenant injected before re-Parsing a statement the server may still hold.
+    HiddenClose,
     /// A Query pgtenant injected (reset, tenant setup): all its replies are hidden.
     HiddenQuery,
     /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
@@ -93,11 +95,14 @@ impl Expected {
             // Asynchronous message (notice, notification, parameter status, FATAL).
             return Route::Forward;
         };
-        let hidden = matches!(head, Expect::HiddenParse { .. } | Expect::HiddenQuery);
+        let hidden = matches!(
+            head,
+            Expect::HiddenParse { .. } | Expect::HiddenClose | Expect::HiddenQuery
+        );
         let done = match (tag, head) {
             (b'1', Expect::Parse { .. } | Expect::HiddenParse { .. }) => true,
             (b'2', Expect::Bind) => true,
-            (b'3', Expect::Close) => true,
+            (b'3', Expect::Close | Expect::HiddenClose) => true,
             (b'T' | b'n', Expect::Describe) => true,
             (b'C' | b'I' | b's', Expect::Execute) => true,
             (b'Z', h) if h.ends_with_ready() => true,

@@ -93,6 +93,8 @@ struct Relay {
     client_gone: bool,
     /// The client's last unnamed Parse may change settings.
     unnamed_taints: bool,
+    /// The client's last unnamed Parse may drop prepared statements.
+    unnamed_drops: bool,
     /// The route has a setup statement whose effect must be tracked (schema, shared).
     track_context: bool,
     /// Scratch list for statements whose Parse was skipped after an error.
@@ -127,6 +129,7 @@ impl Relay {
             statements: Statements::default(),
             client_gone: false,
             unnamed_taints: false,
+            unnamed_drops: false,
             track_context,
             dropped: Vec::new(),
         }
@@ -180,11 +183,21 @@ impl Relay {
     /// Makes sure the server has `p` prepared, injecting its Parse (reply hidden) if not.
     fn ensure_prepared(&mut self, conn: &mut ServerConn, p: &Prepared) {
         if !conn.prepared.contains(&p.server_name) {
+            self.close_if_unknown(conn, p);
             self.sout.extend_from_slice(&p.parse);
             conn.prepared.insert(p.server_name.clone());
             self.expected.push(Expect::HiddenParse {
                 prepared: p.server_name.clone(),
             });
+        }
+    }
+
+    /// After a client may have dropped statements the server may still hold `p` though
+    /// `conn.prepared` does not list it: Close it (no error if absent) before Parsing it.
+    fn close_if_unknown(&mut self, conn: &ServerConn, p: &Prepared) {
+        if conn.prepared_unknown {
+            prepared::close_statement(&mut self.sout, &p.server_name);
+            self.expected.push(Expect::HiddenClose);
         }
     }
 
@@ -201,15 +214,18 @@ impl Relay {
                 if taints {
                     conn.context = None;
                 }
+                let drops = taint::may_drop_statements(after);
                 if name.is_empty() {
                     self.unnamed_taints = taints;
+                    self.unnamed_drops = drops;
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after, taints);
+                    let p = self.statements.parse(name, after, taints, drops);
                     if conn.prepared.contains(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
+                        self.close_if_unknown(conn, &p);
                         self.sout.extend_from_slice(&p.parse);
                         conn.prepared.insert(p.server_name.clone());
                         self.expected.push(Expect::Parse {
@@ -226,16 +242,17 @@ impl Relay {
                 } else {
                     self.statements.get(stmt).cloned()
                 };
-                let taints = match &named {
-                    Some(p) => p.taints,
-                    None => stmt.is_empty() && self.unnamed_taints,
+                let (taints, drops) = match &named {
+                    Some(p) => (p.taints, p.drops),
+                    None if stmt.is_empty() => (self.unnamed_taints, self.unnamed_drops),
+                    None => (false, false),
                 };
                 if taints {
                     conn.context = None;
                 }
-                match named {
+                match &named {
                     Some(p) => {
-                        self.ensure_prepared(conn, &p);
+                        self.ensure_prepared(conn, p);
                         let prefix_len = portal.len() + 1;
                         prepared::rewrite(
                             &mut self.sout,
@@ -248,6 +265,10 @@ impl Relay {
                     _ => self.sout.extend_from_slice(msg),
                 }
                 self.expected.push(Expect::Bind);
+                if drops {
+                    // Everything after this Bind runs after the statements may be gone.
+                    prepared::forget_all(conn);
+                }
             }
             frontend::DESCRIBE | frontend::CLOSE => {
                 let (&kind, rest) = body.split_first().ok_or_else(malformed)?;
@@ -317,13 +338,13 @@ impl Relay {
                         }
                         let text = &self.cin[Header::SIZE..h.total()];
                         if taint::may_drop_statements(text) {
-                            conn.prepared_unknown = true;
+                            prepared::forget_all(conn);
                         }
                         if self.track_context && taint::may_change_settings(text) {
                             conn.context = None;
                         }
                     } else {
-                        conn.prepared_unknown = true;
+                        prepared::forget_all(conn);
                         conn.context = None;
                     }
                     self.expected.push(Expect::Query);

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::backend::conn::ServerConn;
+
 /// A statement as the server knows it.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -18,6 +20,8 @@ pub(crate) struct Prepared {
     pub(crate) parse: Bytes,
     /// Executing it may change session settings (see `taint`).
     pub(crate) taints: bool,
+    /// Executing it may drop prepared statements (`DEALLOCATE`, `DISCARD`).
+    pub(crate) drops: bool,
 }
 
 /// The client's statement names.
@@ -34,7 +38,13 @@ pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl Statements {
     /// Registers a named Parse (`body` is the message body) and returns the server statement.
-    pub(crate) fn parse(&mut self, name: &[u8], after_name: &[u8], taints: bool) -> Arc<Prepared> {
+    pub(crate) fn parse(
+        &mut self,
+        name: &[u8],
+        after_name: &[u8],
+        taints: bool,
+        drops: bool,
+    ) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
         let mut server_name = String::with_capacity(28);
         server_name.push_str("pgt_");
@@ -51,6 +61,7 @@ impl Statements {
             server_name: server_name.into_boxed_str(),
             parse: parse.freeze(),
             taints,
+            drops,
         });
         self.map.insert(name.into(), p.clone());
         p
@@ -63,6 +74,23 @@ impl Statements {
     pub(crate) fn close(&mut self, name: &[u8]) {
         self.map.remove(name);
     }
+}
+
+/// The client may have dropped statements (`DEALLOCATE`, `DISCARD`) on `conn`: from here on
+/// `conn.prepared` lists only what pgtenant Parses again, and every re-Parse is preceded by a
+/// Close, until the next attachment resets the connection with `DEALLOCATE ALL`.
+pub(crate) fn forget_all(conn: &mut ServerConn) {
+    conn.prepared.clear();
+    conn.prepared_unknown = true;
+}
+
+/// Writes a Close of server statement `name` (closing one that does not exist is no error).
+pub(crate) fn close_statement(out: &mut BytesMut, name: &str) {
+    out.put_u8(b'C');
+    out.put_u32((4 + 1 + name.len() + 1) as u32);
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
 }
 
 /// Rewrites a message `tag` + `prefix` + `name`\0 + `rest` with a new statement name.
@@ -83,9 +111,9 @@ mod tests {
     fn same_sql_same_server_name() {
         let mut a = Statements::default();
         let mut b = Statements::default();
-        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false);
-        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false);
-        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false);
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, false);
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, false);
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, false);
         assert_eq!(p1.server_name, p2.server_name);
         assert_ne!(p1.server_name, p3.server_name);
         assert!(p1.server_name.starts_with("pgt_"));
@@ -100,6 +128,13 @@ mod tests {
         );
         b.close(b"s1");
         assert!(b.get(b"s1").is_none());
+    }
+
+    #[test]
+    fn close_statement_frames() {
+        let mut out = BytesMut::new();
+        close_statement(&mut out, "pgt_x");
+        assert_eq!(&out[..], b"C\0\0\0\x0bSpgt_x\0");
     }
 
     #[test]
