@@ -61,6 +61,9 @@ pub(crate) enum Route {
 #[derive(Debug, Default)]
 pub(crate) struct Expected {
     queue: VecDeque<Expect>,
+    /// An extended-protocol error arrived before the client's next Sync was queued: the server
+    /// discards every request up to that Sync and owes nothing for them.
+    skipping: bool,
 }
 
 /// Messages pgtenant must write to the client in place of a fake entry.
@@ -68,8 +71,18 @@ pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 pub(crate) const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 
 impl Expected {
-    pub(crate) fn push(&mut self, e: Expect) {
+    /// Queues what the server owes for a request. False if the server will discard the request
+    /// unanswered (it is skipping to the next Sync after an error): then nothing is owed, and a
+    /// Parse in it prepares nothing.
+    pub(crate) fn push(&mut self, e: Expect) -> bool {
+        if self.skipping {
+            if e != Expect::Sync {
+                return false;
+            }
+            self.skipping = false;
+        }
         self.queue.push_back(e);
+        true
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -114,7 +127,8 @@ impl Expected {
                 };
             }
             (b'E', _) => {
-                // Extended-protocol error: the server skips everything up to the next Sync.
+                // Extended-protocol error: the server skips everything up to the next Sync,
+                // including requests the client has not sent yet.
                 while let Some(e) = self.queue.front() {
                     if matches!(e, Expect::Sync) {
                         break;
@@ -125,6 +139,7 @@ impl Expected {
                         _ => {}
                     }
                 }
+                self.skipping = self.queue.is_empty();
                 return Route::Forward;
             }
             _ => false,
@@ -192,6 +207,31 @@ mod tests {
         assert!(!q.head_is_fake());
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());
+    }
+
+    /// psycopg's pipeline: the error arrives before the client has sent the rest of the
+    /// pipeline and its Sync; the server answers those with nothing but the Sync's
+    /// ReadyForQuery.
+    #[test]
+    fn error_before_the_sync_is_queued_skips_later_requests() {
+        let mut q = Expected::default();
+        assert!(q.push(Expect::Bind));
+        assert!(q.push(Expect::Execute));
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+        assert!(!q.push(Expect::Parse {
+            prepared: Some("pgt_c".into())
+        }));
+        assert!(!q.push(Expect::Bind));
+        assert!(!q.push(Expect::FakeParseComplete));
+        assert!(!q.push(Expect::Execute));
+        assert!(q.push(Expect::Sync));
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+        // After the Sync, requests are answered again.
+        assert!(q.push(Expect::Bind));
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -185,10 +185,11 @@ impl Relay {
         if !conn.prepared.contains(&p.server_name) {
             self.close_if_unknown(conn, p);
             self.sout.extend_from_slice(&p.parse);
-            conn.prepared.insert(p.server_name.clone());
-            self.expected.push(Expect::HiddenParse {
+            if self.expected.push(Expect::HiddenParse {
                 prepared: p.server_name.clone(),
-            });
+            }) {
+                conn.prepared.insert(p.server_name.clone());
+            }
         }
     }
 
@@ -227,10 +228,11 @@ impl Relay {
                     } else {
                         self.close_if_unknown(conn, &p);
                         self.sout.extend_from_slice(&p.parse);
-                        conn.prepared.insert(p.server_name.clone());
-                        self.expected.push(Expect::Parse {
+                        if self.expected.push(Expect::Parse {
                             prepared: Some(p.server_name.clone()),
-                        });
+                        }) {
+                            conn.prepared.insert(p.server_name.clone());
+                        }
                     }
                 }
             }
