@@ -10,6 +10,7 @@ transactions that land on different server connections; executemany (one pipelin
 Sync), an error in the middle of executemany (nothing of it applied, then recovery), a tiny
 statement cache (asyncpg Closes evicted statements), an empty query, a notice, and an asyncpg
 pool (its reset query on release). Every row read must be the tenant's own; at the end each
+tenant's clients must have run on more than one server connection, and each
 tenant's table must hold exactly the seeds and what its clients committed. Prints
 `ok asyncpg <checks>` on success, exits 1 otherwise.
 """
@@ -39,6 +40,8 @@ class Mismatch(Exception):
 
 
 checks = 0
+# Server backends each tenant's clients ran on: more than one shows that statements moved.
+backends = {}
 
 
 def check(cond, what):
@@ -94,6 +97,7 @@ async def client(tenant, i):
 
         explicit = await conn.prepare("SELECT count(*) FROM items WHERE name LIKE $1")
         for r in range(ROUNDS):
+            backends.setdefault(tenant, set()).add(await conn.fetchval("SELECT pg_backend_pid()"))
             await insert(f"{prefix}a{r}")
             mine.append(f"{prefix}a{r}")
             check(await own() == sorted(mine), f"{tenant}: own rows after insert {r}")
@@ -213,6 +217,8 @@ async def main():
                 rows = await conn.fetch(ALL_ROWS)
             finally:
                 await conn.close()
+            if len(backends.get(t, ())) < 2:
+                failures.append(f"{t}: all clients ran on one server connection {backends.get(t)}")
             expected = sorted([f"{t}-seed-1", f"{t}-seed-2"] + written[t])
             if [r[1] for r in rows] != expected or any(r[0] != t for r in rows):
                 failures.append(f"{t}: final rows {[tuple(r) for r in rows]} != {expected}")

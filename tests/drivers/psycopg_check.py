@@ -9,7 +9,8 @@ order so that the same statement name (`_pg3_0`, ...) means different SQL on dif
 and runs: autocommit statements, transaction blocks, pipelines with several Syncs, an error in
 the middle of a pipeline (the rest skipped, then recovery), executemany, an empty query, a
 notice, DEALLOCATE ALL / DISCARD ALL, and statement-cache eviction (prepared_max). Every row
-read must be the tenant's own; at the end each tenant's table must hold exactly the seeds and
+read must be the tenant's own; at the end each tenant's clients must have run on more than one server connection, and each
+tenant's table must hold exactly the seeds and
 what its clients committed. Prints `ok psycopg <checks>` on success, exits 1 otherwise.
 """
 
@@ -40,6 +41,8 @@ class Mismatch(Exception):
 
 _lock = threading.Lock()
 _checks = 0
+# Server backends each tenant's clients ran on: more than one shows that statements moved.
+backends = {}
 
 
 def check(cond, what):
@@ -97,6 +100,9 @@ def client(tenant, i, written, step):
             check(own() == [], f"{tenant}: fresh client sees own rows")
 
         for r in range(ROUNDS):
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            with _lock:
+                backends.setdefault(tenant, set()).add(pid)
             # Autocommit: each statement its own transaction, so likely another server.
             step[0] = 'autocommit'
             insert(f"{prefix}a{r}")
@@ -219,6 +225,8 @@ def main():
         for t in TENANTS:
             with connect(t) as conn:
                 rows = conn.execute(ALL_ROWS).fetchall()
+            if len(backends.get(t, ())) < 2:
+                failures.append(f"{t}: all clients ran on one server connection {backends.get(t)}")
             expected = sorted([f"{t}-seed-1", f"{t}-seed-2"] + written[t])
             if [r[1] for r in rows] != expected or any(r[0] != t for r in rows):
                 failures.append(f"{t}: final rows {rows} != expected {expected}")
