@@ -10,9 +10,9 @@ transactions that land on different server connections; executemany (one pipelin
 Sync), an error in the middle of executemany (nothing of it applied, then recovery), a tiny
 statement cache (asyncpg Closes evicted statements), an empty query, a notice, and an asyncpg
 pool (its reset query on release). Every row read must be the tenant's own; at the end each
-tenant's clients must have run on more than one server connection, and each
-tenant's table must hold exactly the seeds and what its clients committed. Prints
-`ok asyncpg <checks>` on success, exits 1 otherwise.
+tenant's clients must have run on more than one server connection, and each tenant's table
+must hold exactly the seeds and what its clients committed. Prints `ok asyncpg <checks>` on
+success, exits 1 otherwise.
 """
 
 import asyncio

@@ -9,9 +9,9 @@ order so that the same statement name (`_pg3_0`, ...) means different SQL on dif
 and runs: autocommit statements, transaction blocks, pipelines with several Syncs, an error in
 the middle of a pipeline (the rest skipped, then recovery), executemany, an empty query, a
 notice, DEALLOCATE ALL / DISCARD ALL, and statement-cache eviction (prepared_max). Every row
-read must be the tenant's own; at the end each tenant's clients must have run on more than one server connection, and each
-tenant's table must hold exactly the seeds and
-what its clients committed. Prints `ok psycopg <checks>` on success, exits 1 otherwise.
+read must be the tenant's own; at the end each tenant's clients must have run on more than one
+server connection, and each tenant's table must hold exactly the seeds and what its clients
+committed. Prints `ok psycopg <checks>` on success, exits 1 otherwise.
 """
 
 import faulthandler
