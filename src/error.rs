@@ -20,6 +20,9 @@ pub(crate) const CONNECTION_FAILURE: &str = "08006";
 pub(crate) const UNABLE_TO_CONNECT: &str = "08001";
 /// `42501` insufficient_privilege: a statement refused by the shared-placement guard.
 pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `42601` syntax_error: a statement the shared-placement guard's parser (PostgreSQL's own)
+/// rejects; not forwarded.
+pub(crate) const SYNTAX_ERROR: &str = "42601";
 /// `26000` invalid_sql_statement_name: a Bind or Describe of a statement this client never
 /// prepared (it may exist on the server connection for another client).
 pub(crate) const INVALID_STATEMENT_NAME: &str = "26000";

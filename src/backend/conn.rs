@@ -37,7 +37,9 @@ pub(crate) struct ServerConn {
     pub(crate) prepared: HashSet<Box<str>>,
     /// The tenant setup statement in force on this connection, if pgtenant can trust it still.
     pub(crate) context: Option<Arc<str>>,
-    /// A client ran `DISCARD`/`DEALLOCATE`: `prepared` may be stale until the next reset.
+    /// A client ran something that may have dropped statements (`DISCARD`/`DEALLOCATE`): the
+    /// server may still hold statements not in `prepared` (so pgtenant Closes a name before it
+    /// Parses it again) until the next reset (`DEALLOCATE ALL`) makes `prepared` exact again.
     pub(crate) prepared_unknown: bool,
     /// A client may have left session state (settings, temp objects, held cursors...):
     /// `DISCARD ALL` before another tenant. Always set by unguarded sessions.

@@ -80,7 +80,22 @@ pub(crate) struct Allowed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Allowed(Allowed),
+    Rejected(Rejection),
+}
+
+/// Why a statement is not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// The guard refuses it (`42501`); the reason says what and why.
     Refused(String),
+    /// PostgreSQL's parser rejects it (`42601`); the parser's message.
+    Invalid(String),
+}
+
+impl From<String> for Rejection {
+    fn from(reason: String) -> Self {
+        Rejection::Refused(reason)
+    }
 }
 
 /// Where a statement text came from: a simple `Query` may hold several statements and may
@@ -131,7 +146,9 @@ impl Policy {
 /// Checks a statement text (as sent, without its terminating NUL).
 pub(crate) fn check(policy: &Policy, sql: &[u8], source: Source) -> Verdict {
     let Ok(text) = std::str::from_utf8(sql) else {
-        return Verdict::Refused("the statement is not valid UTF-8".into());
+        return Verdict::Rejected(Rejection::Refused(
+            "the statement is not valid UTF-8".into(),
+        ));
     };
     // pg_query's protobuf decoding and the walks over the tree recurse once per nesting
     // level; a client must not be able to overflow a worker's stack with a deep statement.
@@ -140,7 +157,7 @@ pub(crate) fn check(policy: &Policy, sql: &[u8], source: Source) -> Verdict {
     });
     match result {
         Ok(allowed) => Verdict::Allowed(allowed),
-        Err(reason) => Verdict::Refused(reason),
+        Err(rejection) => Verdict::Rejected(rejection),
     }
 }
 
@@ -160,16 +177,16 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// The verdict for a statement text, with the per-tenant checks of literals applied.
-    pub(crate) fn admit(&self, sql: &[u8], source: Source) -> Result<Arc<Verdict>, String> {
+    pub(crate) fn admit(&self, sql: &[u8], source: Source) -> Result<Arc<Verdict>, Rejection> {
         let verdict = self.cache.verdict(sql, source);
         match &*verdict {
-            Verdict::Refused(reason) => Err(reason.clone()),
+            Verdict::Rejected(r) => Err(r.clone()),
             Verdict::Allowed(a) => {
                 if let Some(other) = a.context_literals.iter().find(|v| **v != *self.context) {
-                    return Err(format!(
+                    return Err(Rejection::Refused(format!(
                         "the tenant context may only be set to this session's own tenant, not \
                          {other:?}"
-                    ));
+                    )));
                 }
                 Ok(verdict.clone())
             }

@@ -8,7 +8,7 @@ use pg_query::protobuf::{
 use serde_json::Value;
 
 use super::functions::{self, Class};
-use super::{Allowed, Effects, Policy, Source, json, plpgsql};
+use super::{Allowed, Effects, Policy, Rejection, Source, json, plpgsql};
 
 /// `CURSOR_OPT_HOLD` in PostgreSQL's `parsenodes.h`.
 const CURSOR_OPT_HOLD: i32 = 0x0020;
@@ -16,7 +16,6 @@ const CURSOR_OPT_HOLD: i32 = 0x0020;
 /// Where in a text a statement is being checked.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Scope {
-    pub(super) source: Source,
     /// This is the last statement of the text.
     pub(super) last: bool,
     /// `$n` parameters are bound by the client's `Bind` (so the relay can check them).
@@ -24,9 +23,16 @@ pub(super) struct Scope {
 }
 
 /// Parses `text` and checks each statement in it.
-pub(super) fn check_text(policy: &Policy, text: &str, source: Source) -> Result<Allowed, String> {
-    let parsed =
-        pg_query::parse(text, 0).map_err(|e| format!("pgtenant could not parse it ({e})"))?;
+pub(super) fn check_text(
+    policy: &Policy,
+    text: &str,
+    source: Source,
+) -> Result<Allowed, Rejection> {
+    let parsed = pg_query::parse(text, 0).map_err(|e| match e {
+        // What PostgreSQL itself would reject: the client gets a syntax error.
+        pg_query::Error::Parse(msg) => Rejection::Invalid(msg),
+        e => Rejection::Refused(format!("pgtenant could not parse it ({e})")),
+    })?;
     let stmts = &parsed.protobuf.stmts;
     let mut allowed = Allowed::default();
     for (i, raw) in stmts.iter().enumerate() {
@@ -34,9 +40,8 @@ pub(super) fn check_text(policy: &Policy, text: &str, source: Source) -> Result<
             .stmt
             .as_ref()
             .and_then(|n| n.node.as_ref())
-            .ok_or("empty statement")?;
+            .ok_or_else(|| "empty statement".to_string())?;
         let scope = Scope {
-            source,
             last: i + 1 == stmts.len(),
             params_bindable: source == Source::Parse && !matches!(node, NodeEnum::PrepareStmt(_)),
         };
@@ -66,7 +71,6 @@ pub(super) fn check_tree_only(
     let parsed = pg_query::parse(text, mode)
         .map_err(|e| format!("pgtenant could not parse a PL/pgSQL expression ({e})"))?;
     let scope = Scope {
-        source: Source::Parse,
         last: true,
         params_bindable: false,
     };
@@ -92,7 +96,6 @@ pub(super) fn check_nested(
             .and_then(|n| n.node.as_ref())
             .ok_or("empty statement")?;
         let scope = Scope {
-            source: Source::Parse,
             last: false,
             params_bindable: false,
         };
@@ -161,8 +164,8 @@ fn check_node(
         | NodeEnum::NotifyStmt(_)
         | NodeEnum::LockStmt(_)
         | NodeEnum::VacuumStmt(_)
-        | NodeEnum::ExecuteStmt(_)
         | NodeEnum::ConstraintsSetStmt(_) => Ok(()),
+        NodeEnum::ExecuteStmt(e) => own_statement_name(&e.name),
         NodeEnum::DiscardStmt(d) => match DiscardMode::try_from(d.target) {
             Ok(DiscardMode::DiscardAll) => {
                 reset_alone("DISCARD ALL", scope)?;
@@ -172,11 +175,13 @@ fn check_node(
             }
             _ => Ok(()),
         },
-        NodeEnum::DeallocateStmt(_) => {
+        NodeEnum::DeallocateStmt(d) => {
+            own_statement_name(&d.name)?;
             allowed.effects.drops_statements = true;
             Ok(())
         }
         NodeEnum::PrepareStmt(p) => {
+            own_statement_name(&p.name)?;
             allowed.effects.merge(Effects::SESSION);
             inner(&p.query, allowed)
         }
@@ -254,13 +259,28 @@ fn check_node(
 }
 
 /// `RESET ALL` and `DISCARD ALL` clear the tenant context: pgtenant sets it again before the
-/// next message, so nothing may run after them in the same one. (Connection pools send
-/// `...; RESET ALL` as their reset query.)
+/// client's next simple query or next extended-protocol batch, so in a simple query nothing
+/// may run after them. (Connection pools send `...; RESET ALL` as their reset query; drivers
+/// such as pgjdbc send `DISCARD ALL` through the extended protocol, where later messages of
+/// the same batch run with the setting at its default: unset, so they see no rows.)
 fn reset_alone(what: &str, scope: Scope) -> Result<(), String> {
-    if scope.source != Source::SimpleQuery || !scope.last {
+    if !scope.last {
         return refuse(
-            &format!("{what} before other statements or in the extended protocol"),
+            &format!("{what} before other statements"),
             "it clears the tenant context; send it as the last statement of a simple query",
+        );
+    }
+    Ok(())
+}
+
+/// Statements named `pgt_...` are pgtenant's own, prepared for whichever client sends their
+/// text and kept on the server connection across tenants: SQL may not run or drop them.
+fn own_statement_name(name: &str) -> Result<(), String> {
+    if name.to_ascii_lowercase().starts_with("pgt_") {
+        return refuse(
+            &format!("using the prepared statement {name} from SQL"),
+            "names starting with pgt_ are pgtenant's statements, shared by every client of the \
+             server connection",
         );
     }
     Ok(())

@@ -17,9 +17,12 @@ fn admit(sql: &str) -> Result<Allowed, String> {
 }
 
 fn admit_as(sql: &str, source: Source) -> Result<Allowed, String> {
-    match &*guard().admit(sql.as_bytes(), source)? {
-        Verdict::Allowed(a) => Ok(a.clone()),
-        Verdict::Refused(r) => Err(r.clone()),
+    match guard().admit(sql.as_bytes(), source).as_deref() {
+        Ok(Verdict::Allowed(a)) => Ok(a.clone()),
+        Ok(Verdict::Rejected(r)) | Err(r) => Err(match r {
+            Rejection::Refused(m) => m.clone(),
+            Rejection::Invalid(m) => format!("syntax: {m}"),
+        }),
     }
 }
 
@@ -204,7 +207,7 @@ fn resets_are_allowed_alone_and_reported() {
     // A pool's reset query (asyncpg's, for one) ends with RESET ALL.
     let e = effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
     assert!(e.resets_context && e.session_state);
-    assert!(admit_as("RESET ALL", Source::Parse).is_err());
+    assert!(admit_as("DISCARD ALL", Source::Parse).is_ok_and(|a| a.effects.resets_context));
     assert!(effects("DEALLOCATE ALL").drops_statements);
 }
 
@@ -293,8 +296,11 @@ fn ddl_and_escapes_around_rls_are_refused() {
             "SELECT query_to_xml(current_user, true, false, '')",
             "not a constant",
         ),
-        ("SELEC 1", "could not parse"),
+        ("SELEC 1", "syntax: syntax error"),
         ("DROP TABLE items", "DROP"),
+        ("EXECUTE pgt_0123456789abcdef01234567('beta')", "pgt_"),
+        ("DEALLOCATE pgt_0123456789abcdef01234567", "pgt_"),
+        ("PREPARE PGT_x AS SELECT 1", "pgt_"),
     ] {
         refused(sql, why);
     }
@@ -309,7 +315,7 @@ fn invalid_utf8_is_refused() {
             b"SELECT '\xff'",
             Source::SimpleQuery
         ),
-        Verdict::Refused(_)
+        Verdict::Rejected(Rejection::Refused(_))
     ));
 }
 

@@ -28,6 +28,8 @@ pub(crate) enum Expect {
     HiddenParse {
         prepared: Box<str>,
     },
+    /// A Close pgtenant injected before re-Parsing a statement the server may still hold.
+    HiddenClose,
     /// A Query pgtenant injected (reset, tenant setup): all its replies are hidden.
     HiddenQuery,
     /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
@@ -69,6 +71,9 @@ pub(crate) enum Route {
 #[derive(Debug, Default)]
 pub(crate) struct Expected {
     queue: VecDeque<Expect>,
+    /// An extended-protocol error arrived before the client's next Sync was queued: the server
+    /// discards every request up to that Sync and owes nothing for them.
+    skipping: bool,
 }
 
 /// Messages pgtenant must write to the client in place of a fake entry.
@@ -76,8 +81,18 @@ pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 pub(crate) const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 
 impl Expected {
-    pub(crate) fn push(&mut self, e: Expect) {
+    /// Queues what the server owes for a request. False if the server will discard the request
+    /// unanswered (it is skipping to the next Sync after an error): then nothing is owed, and a
+    /// Parse in it prepares nothing.
+    pub(crate) fn push(&mut self, e: Expect) -> bool {
+        if self.skipping {
+            if e != Expect::Sync {
+                return false;
+            }
+            self.skipping = false;
+        }
         self.queue.push_back(e);
+        true
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -115,11 +130,14 @@ impl Expected {
             }
             return Route::Replace(error);
         }
-        let hidden = matches!(head, Expect::HiddenParse { .. } | Expect::HiddenQuery);
+        let hidden = matches!(
+            head,
+            Expect::HiddenParse { .. } | Expect::HiddenClose | Expect::HiddenQuery
+        );
         let done = match (tag, head) {
             (b'1', Expect::Parse { .. } | Expect::HiddenParse { .. }) => true,
             (b'2', Expect::Bind) => true,
-            (b'3', Expect::Close) => true,
+            (b'3', Expect::Close | Expect::HiddenClose) => true,
             (b'T' | b'n', Expect::Describe) => true,
             (b'C' | b'I' | b's', Expect::Execute) => true,
             (b'Z', h) if h.ends_with_ready() => true,
@@ -142,7 +160,8 @@ impl Expected {
         if hidden { Route::Hide } else { Route::Forward }
     }
 
-    /// After an extended-protocol error the server skips everything up to the next Sync.
+    /// After an extended-protocol error the server skips everything up to the next Sync,
+    /// including requests the client has not sent yet.
     fn skip_to_sync(&mut self, dropped: &mut Vec<Box<str>>) {
         while let Some(e) = self.queue.front() {
             if matches!(e, Expect::Sync) {
@@ -154,6 +173,7 @@ impl Expected {
                 _ => {}
             }
         }
+        self.skipping = self.queue.is_empty();
     }
 
     /// True if no fake entry is waiting behind real ones (used in tests).
@@ -213,6 +233,31 @@ mod tests {
         assert!(!q.head_is_fake());
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());
+    }
+
+    /// psycopg's pipeline: the error arrives before the client has sent the rest of the
+    /// pipeline and its Sync; the server answers those with nothing but the Sync's
+    /// ReadyForQuery.
+    #[test]
+    fn error_before_the_sync_is_queued_skips_later_requests() {
+        let mut q = Expected::default();
+        assert!(q.push(Expect::Bind));
+        assert!(q.push(Expect::Execute));
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+        assert!(!q.push(Expect::Parse {
+            prepared: Some("pgt_c".into())
+        }));
+        assert!(!q.push(Expect::Bind));
+        assert!(!q.push(Expect::FakeParseComplete));
+        assert!(!q.push(Expect::Execute));
+        assert!(q.push(Expect::Sync));
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty());
+        // After the Sync, requests are answered again.
+        assert!(q.push(Expect::Bind));
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -22,9 +22,9 @@ use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{
     ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, INSUFFICIENT_PRIVILEGE,
-    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION,
+    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION, SYNTAX_ERROR,
 };
-use crate::guard::{Effects, Guard, Source, Verdict};
+use crate::guard::{Effects, Guard, Rejection, Source, Verdict};
 use crate::pool::Checkout;
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
@@ -98,6 +98,8 @@ struct Relay {
     client_gone: bool,
     /// The client's last unnamed Parse may change settings.
     unnamed_taints: bool,
+    /// The client's last unnamed Parse may drop prepared statements.
+    unnamed_drops: bool,
     /// The route has a setup statement whose effect must be tracked (schema, shared).
     track_context: bool,
     /// Scratch list for statements whose Parse was skipped after an error.
@@ -153,6 +155,7 @@ impl Relay {
             statements: Statements::default(),
             client_gone: false,
             unnamed_taints: false,
+            unnamed_drops: false,
             track_context,
             dropped: Vec::new(),
             guard,
@@ -189,22 +192,37 @@ impl Relay {
             simple,
         });
         match tag {
-            frontend::QUERY => self.expected.push(Expect::Query),
-            frontend::FUNCTION_CALL => self.expected.push(Expect::FunctionCall),
+            frontend::QUERY => {
+                self.expected.push(Expect::Query);
+            }
+            frontend::FUNCTION_CALL => {
+                self.expected.push(Expect::FunctionCall);
+            }
             _ => {}
         }
     }
 
     /// A statement refused by the guard.
     fn refuse_statement(&mut self, tag: u8, reason: &str) {
-        if let Some(g) = &self.guard {
-            tracing::warn!(tenant = %g.tenant, %reason, "statement refused");
+        self.reject(tag, &Rejection::Refused(reason.to_owned()));
+    }
+
+    /// A statement the guard did not forward: refused (`42501`), or one PostgreSQL's parser
+    /// rejects (`42601`, with the parser's message, as the server would say it).
+    fn reject(&mut self, tag: u8, rejection: &Rejection) {
+        match rejection {
+            Rejection::Refused(reason) => {
+                if let Some(g) = &self.guard {
+                    tracing::warn!(tenant = %g.tenant, %reason, "statement refused");
+                }
+                self.refuse(
+                    tag,
+                    INSUFFICIENT_PRIVILEGE,
+                    &format!("pgtenant refused this statement: {reason}"),
+                );
+            }
+            Rejection::Invalid(message) => self.refuse(tag, SYNTAX_ERROR, message),
         }
-        self.refuse(
-            tag,
-            INSUFFICIENT_PRIVILEGE,
-            &format!("pgtenant refused this statement: {reason}"),
-        );
     }
 
     /// Records what an admitted statement may leave on the server connection.
@@ -213,7 +231,7 @@ impl Relay {
             conn.context = None;
         }
         if e.drops_statements {
-            conn.prepared_unknown = true;
+            prepared::forget_all(conn);
         }
         conn.dirty_session |= e.session_state;
         conn.dirty_sequences |= e.sequences;
@@ -311,11 +329,22 @@ impl Relay {
     /// Makes sure the server has `p` prepared, injecting its Parse (reply hidden) if not.
     fn ensure_prepared(&mut self, conn: &mut ServerConn, p: &Prepared) {
         if !conn.prepared.contains(&p.server_name) {
+            self.close_if_unknown(conn, p);
             self.sout.extend_from_slice(&p.parse);
-            conn.prepared.insert(p.server_name.clone());
-            self.expected.push(Expect::HiddenParse {
+            if self.expected.push(Expect::HiddenParse {
                 prepared: p.server_name.clone(),
-            });
+            }) {
+                conn.prepared.insert(p.server_name.clone());
+            }
+        }
+    }
+
+    /// After a client may have dropped statements the server may still hold `p` though
+    /// `conn.prepared` does not list it: Close it (no error if absent) before Parsing it.
+    fn close_if_unknown(&mut self, conn: &ServerConn, p: &Prepared) {
+        if conn.prepared_unknown {
+            prepared::close_statement(&mut self.sout, &p.server_name);
+            self.expected.push(Expect::HiddenClose);
         }
     }
 
@@ -334,8 +363,8 @@ impl Relay {
                         let (query, _) = cstr(after).ok_or_else(malformed)?;
                         match g.admit(query, Source::Parse) {
                             Ok(v) => Some(v),
-                            Err(reason) => {
-                                self.refuse_statement(tag, &reason);
+                            Err(rejection) => {
+                                self.reject(tag, &rejection);
                                 return Ok(());
                             }
                         }
@@ -347,22 +376,27 @@ impl Relay {
                 if taints {
                     conn.context = None;
                 }
+                // Guarded sessions apply the verdict's effects (drops included) at Bind.
+                let drops = self.guard.is_none() && taint::may_drop_statements(after);
                 if name.is_empty() {
                     self.unnamed_taints = taints;
+                    self.unnamed_drops = drops;
                     self.unnamed_verdict = verdict;
                     self.unnamed_here = true;
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after, taints, verdict);
+                    let p = self.statements.parse(name, after, taints, drops, verdict);
                     if conn.prepared.contains(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
+                        self.close_if_unknown(conn, &p);
                         self.sout.extend_from_slice(&p.parse);
-                        conn.prepared.insert(p.server_name.clone());
-                        self.expected.push(Expect::Parse {
+                        if self.expected.push(Expect::Parse {
                             prepared: Some(p.server_name.clone()),
-                        });
+                        }) {
+                            conn.prepared.insert(p.server_name.clone());
+                        }
                     }
                 }
             }
@@ -384,6 +418,7 @@ impl Relay {
                     self.unknown_statement(tag, stmt);
                     return Ok(());
                 }
+                let mut effects = Effects::default();
                 if let Some(g) = &self.guard {
                     let verdict = match &named {
                         Some(p) => p.verdict.clone(),
@@ -396,19 +431,19 @@ impl Relay {
                             self.refuse_statement(tag, &reason);
                             return Ok(());
                         }
-                        Self::apply(conn, a.effects);
+                        effects = a.effects;
                     }
                 }
-                let taints = match &named {
-                    Some(p) => p.taints,
-                    None => self.unnamed_taints,
+                let (taints, drops) = match &named {
+                    Some(p) => (p.taints, p.drops),
+                    None => (self.unnamed_taints, self.unnamed_drops),
                 };
                 if taints {
                     conn.context = None;
                 }
-                match named {
+                match &named {
                     Some(p) => {
-                        self.ensure_prepared(conn, &p);
+                        self.ensure_prepared(conn, p);
                         let prefix_len = portal.len() + 1;
                         prepared::rewrite(
                             &mut self.sout,
@@ -421,6 +456,11 @@ impl Relay {
                     _ => self.sout.extend_from_slice(msg),
                 }
                 self.expected.push(Expect::Bind);
+                // Everything after this Bind runs after what it executes.
+                Self::apply(conn, effects);
+                if drops {
+                    prepared::forget_all(conn);
+                }
             }
             frontend::DESCRIBE | frontend::CLOSE => {
                 let (&kind, rest) = body.split_first().ok_or_else(malformed)?;
@@ -540,9 +580,9 @@ impl Relay {
                                     }
                                     self.expected.push(Expect::Query);
                                 }
-                                Err(reason) => {
+                                Err(rejection) => {
                                     forward = false;
-                                    self.refuse_statement(h.tag, &reason);
+                                    self.reject(h.tag, &rejection);
                                 }
                             }
                         }
@@ -553,13 +593,13 @@ impl Relay {
                                 }
                                 let text = &self.cin[Header::SIZE..h.total()];
                                 if taint::may_drop_statements(text) {
-                                    conn.prepared_unknown = true;
+                                    prepared::forget_all(conn);
                                 }
                                 if self.track_context && taint::may_change_settings(text) {
                                     conn.context = None;
                                 }
                             } else {
-                                conn.prepared_unknown = true;
+                                prepared::forget_all(conn);
                                 conn.context = None;
                             }
                             self.expected.push(Expect::Query);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::backend::conn::ServerConn;
 use crate::guard::Verdict;
 
 /// A statement as the server knows it.
@@ -20,6 +21,8 @@ pub(crate) struct Prepared {
     pub(crate) parse: Bytes,
     /// Executing it may change session settings (see `taint`).
     pub(crate) taints: bool,
+    /// Executing it may drop prepared statements (`DEALLOCATE`, `DISCARD`).
+    pub(crate) drops: bool,
     /// The shared-placement guard's verdict (always `Allowed`: refused Parses register nothing).
     pub(crate) verdict: Option<Arc<Verdict>>,
 }
@@ -43,6 +46,7 @@ impl Statements {
         name: &[u8],
         after_name: &[u8],
         taints: bool,
+        drops: bool,
         verdict: Option<Arc<Verdict>>,
     ) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
@@ -61,6 +65,7 @@ impl Statements {
             server_name: server_name.into_boxed_str(),
             parse: parse.freeze(),
             taints,
+            drops,
             verdict,
         });
         self.map.insert(name.into(), p.clone());
@@ -74,6 +79,23 @@ impl Statements {
     pub(crate) fn close(&mut self, name: &[u8]) {
         self.map.remove(name);
     }
+}
+
+/// The client may have dropped statements (`DEALLOCATE`, `DISCARD`) on `conn`: from here on
+/// `conn.prepared` lists only what pgtenant Parses again, and every re-Parse is preceded by a
+/// Close, until the next attachment resets the connection with `DEALLOCATE ALL`.
+pub(crate) fn forget_all(conn: &mut ServerConn) {
+    conn.prepared.clear();
+    conn.prepared_unknown = true;
+}
+
+/// Writes a Close of server statement `name` (closing one that does not exist is no error).
+pub(crate) fn close_statement(out: &mut BytesMut, name: &str) {
+    out.put_u8(b'C');
+    out.put_u32((4 + 1 + name.len() + 1) as u32);
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
 }
 
 /// Rewrites a message `tag` + `prefix` + `name`\0 + `rest` with a new statement name.
@@ -94,9 +116,9 @@ mod tests {
     fn same_sql_same_server_name() {
         let mut a = Statements::default();
         let mut b = Statements::default();
-        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, None);
-        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, None);
-        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, None);
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, false, None);
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, false, None);
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, false, None);
         assert_eq!(p1.server_name, p2.server_name);
         assert_ne!(p1.server_name, p3.server_name);
         assert!(p1.server_name.starts_with("pgt_"));
@@ -111,6 +133,13 @@ mod tests {
         );
         b.close(b"s1");
         assert!(b.get(b"s1").is_none());
+    }
+
+    #[test]
+    fn close_statement_frames() {
+        let mut out = BytesMut::new();
+        close_statement(&mut out, "pgt_x");
+        assert_eq!(&out[..], b"C\0\0\0\x0bSpgt_x\0");
     }
 
     #[test]
