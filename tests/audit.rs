@@ -673,3 +673,42 @@ fn check_points_out_schema_placement_with_one_role() {
         "{out}"
     );
 }
+
+#[test]
+fn check_reports_a_default_for_the_tenant_setting() {
+    let db = items_db("check_default", "text", &[]);
+    apply_script(
+        &db,
+        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
+        None,
+    )
+    .expect("apply");
+    let (_dir, path) = check_config(
+        "pgtenant",
+        UPSTREAM_PASSWORD,
+        cluster().port(),
+        &shared_tenant("acme", &db),
+    );
+    let (code, out) = check(&path);
+    assert_eq!(code, 0, "clean before: {out}");
+    cluster()
+        .psql(
+            "postgres",
+            &format!("ALTER ROLE pgtenant IN DATABASE {db} SET app.current_tenant = 'acme'"),
+        )
+        .expect("role default");
+    let (code, out) = check(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: role pgtenant in database {db} sets a default app.current_tenant=acme"
+        )),
+        "{out}"
+    );
+    cluster()
+        .psql(
+            "postgres",
+            &format!("ALTER ROLE pgtenant IN DATABASE {db} RESET app.current_tenant"),
+        )
+        .expect("reset default");
+}

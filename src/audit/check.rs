@@ -72,6 +72,9 @@ pub enum Finding {
     BypassRls { role: String },
     /// The upstream role does not exist on the shard.
     RoleMissing { role: String },
+    /// The tenant setting has a role or database default (`ALTER ROLE/DATABASE ... SET`):
+    /// after a client's `RESET ALL`/`DISCARD ALL` the session falls back to that tenant.
+    GucDefault { scope: String, setting: String },
     /// The upstream role owns the table (or inherits from its owner). Unforced, the owner
     /// bypasses RLS; forced, the owner can still switch RLS off or drop the policies.
     OwnsTable {
@@ -196,6 +199,12 @@ impl fmt::Display for Finding {
                 "upstream role {role} has BYPASSRLS: row-level security never applies to it; \
                  fix: ALTER ROLE {} NOBYPASSRLS;",
                 quote_ident(role)
+            ),
+            Finding::GucDefault { scope, setting } => write!(
+                f,
+                "{scope} sets a default {setting}: a session that resets its settings (RESET \
+                 ALL, DISCARD ALL) falls back to that tenant instead of to no tenant; fix: ALTER \
+                 ... RESET for that setting (ALTER ROLE ... IN DATABASE ... RESET <setting>;)"
             ),
             Finding::RoleMissing { role } => write!(
                 f,
@@ -507,6 +516,31 @@ async fn audit_catalogs(
         if !existing.contains(role) {
             findings.push(Finding::RoleMissing { role: role.clone() });
         }
+    }
+
+    // Defaults for the tenant setting that apply to the upstream roles in this database.
+    let rows = client
+        .query(
+            "SELECT CASE WHEN s.setrole = 0 THEN 'every role' ELSE 'role ' || r.rolname END
+                    || CASE WHEN s.setdatabase = 0 THEN ' in every database'
+                            ELSE ' in database ' || d.datname END,
+                    c
+             FROM pg_db_role_setting s
+             LEFT JOIN pg_roles r ON r.oid = s.setrole
+             LEFT JOIN pg_database d ON d.oid = s.setdatabase,
+                  unnest(s.setconfig) AS c
+             WHERE lower(split_part(c, '=', 1)) = lower($1)
+               AND (s.setdatabase = 0 OR d.datname = current_database())
+               AND (s.setrole = 0 OR r.rolname::text = ANY($2::text[]))
+             ORDER BY 1",
+            &[guc, &wanted],
+        )
+        .await?;
+    for r in &rows {
+        findings.push(Finding::GucDefault {
+            scope: r.get(0),
+            setting: r.get(1),
+        });
     }
 
     // Tables with the tenant column.

@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::backend::BackendError;
-use crate::backend::conn::ServerConn;
+use crate::backend::conn::{ServerConn, SessionState};
 use crate::backend::connect::{ServerParams, connect};
 use crate::config::{PoolSettings, Shard};
 use crate::error::{ClientError, ClientFacing, QUERY_CANCELED};
@@ -95,9 +95,10 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Waits up to `query_wait_timeout` for a slot, then hands out an idle connection or opens
-    /// a new one.
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
+    /// Waits up to `query_wait_timeout` for a slot, then hands out an idle connection (one
+    /// this tenant used last, if any: it needs no reset and no new tenant setup) or opens a new
+    /// one.
+    pub(crate) async fn checkout(self: &Arc<Self>, tenant: &str) -> Result<Checkout, PoolError> {
         let wait = self.settings.query_wait_timeout;
         let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
@@ -109,7 +110,7 @@ impl Pool {
                 });
             }
         };
-        if let Some(conn) = self.take_idle() {
+        if let Some(conn) = self.take_idle(tenant) {
             return Ok(Checkout::new(self.clone(), conn, permit));
         }
         let (conn, params) = connect(
@@ -123,10 +124,20 @@ impl Pool {
         Ok(Checkout::new(self.clone(), conn, permit))
     }
 
-    /// Pops the most recently used idle connection that is still usable.
-    fn take_idle(&self) -> Option<ServerConn> {
+    /// Takes the most recently used idle connection that `tenant` used last, else the most
+    /// recently used one; skips connections that are no longer usable.
+    fn take_idle(&self, tenant: &str) -> Option<ServerConn> {
         loop {
-            let conn = self.lock_idle().pop()?;
+            let conn = {
+                let mut idle = self.lock_idle();
+                let own = idle
+                    .iter()
+                    .rposition(|c| matches!(&c.state, SessionState::UsedBy(t) if **t == *tenant));
+                match own {
+                    Some(i) => idle.remove(i),
+                    None => idle.pop()?,
+                }
+            };
             let now = Instant::now();
             if self.expired(&conn, now) {
                 continue;

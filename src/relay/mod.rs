@@ -857,7 +857,7 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
                 if relay.cin[0] == frontend::TERMINATE {
                     return Outcome::ClientLeft;
                 }
-                let mut c = match pool.checkout().await {
+                let mut c = match pool.checkout(&route.tenant).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(tenant = %route.tenant, error = %e, "no server connection");

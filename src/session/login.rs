@@ -77,7 +77,7 @@ pub(crate) async fn login(
         .ok_or_else(|| LoginError::TenantFull(route.tenant.to_string()))?;
     let pool = ctx.shared.pools.get(&route);
     let first = if pool.params().is_none() {
-        Some(pool.checkout().await?)
+        Some(pool.checkout(&route.tenant).await?)
     } else {
         None
     };
