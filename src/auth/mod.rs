@@ -1,12 +1,15 @@
-//! Client authentication: SCRAM-SHA-256 against verifiers from config (DESIGN §5).
+//! Client authentication: SCRAM-SHA-256 against verifiers from config, and JWTs as cleartext
+//! passwords over TLS (DESIGN §5).
 //!
 //! Pure logic; the session stage does the message I/O.
 
+pub(crate) mod jwt;
 pub(crate) mod scram;
 
 use crate::error::{
     ClientError, ClientFacing, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION,
 };
+use jwt::JwtError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -19,6 +22,8 @@ pub(crate) enum AuthError {
     Mechanism(String),
     #[error("user \"{user}\" may not use tenant \"{tenant}\"")]
     TenantNotAllowed { user: String, tenant: String },
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
 }
 
 impl ClientFacing for AuthError {
@@ -27,6 +32,7 @@ impl ClientFacing for AuthError {
             AuthError::Failed(_) => INVALID_PASSWORD,
             AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
             AuthError::TenantNotAllowed { .. } => INVALID_AUTHORIZATION,
+            AuthError::Jwt(e) => return e.to_client(),
         };
         ClientError::new(code, self.to_string())
     }

@@ -1,0 +1,1 @@
+//! JWT verification without a network: signatures, algorithm confusion, claims, roles.
