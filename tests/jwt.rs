@@ -599,7 +599,7 @@ async fn role_claim_maps_through_the_allowlist() {
     let c = with(claims("acme"), "db_role", json!("reader"));
     assert_eq!(
         login(&w, NEUTRAL, "alice", &rs256(&c), who).await.rows(),
-        [reader.clone()]
+        [reader.as_str()]
     );
     // No role claim: the placement's default role.
     assert_eq!(
