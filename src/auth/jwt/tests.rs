@@ -107,3 +107,41 @@ fn private_keys_and_short_secrets_are_not_keys() {
     assert!(keys::pem(kp.public_key_pem().as_bytes()).is_ok());
     assert!(keys::jwks(br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_err());
 }
+
+#[test]
+fn jwks_keys_are_chosen_by_kid() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    let mut jwks = JwkSet { keys: Vec::new() };
+    let mut signers = Vec::new();
+    for kid in ["one", "two"] {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let enc = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).expect("EC key");
+        let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).expect("jwk");
+        jwk.common.key_id = Some(kid.into());
+        jwks.keys.push(jwk);
+        signers.push((kid, enc));
+    }
+    let text = serde_json::to_vec(&jwks).expect("json");
+    let p = JwtPolicy {
+        keys: keys::jwks(&text).expect("jwks"),
+        algorithms: vec![Algorithm::ES256],
+        ..policy()
+    };
+    let claims = json!({"org": "acme", "exp": exp()});
+    for (kid, enc) in &signers {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some((*kid).into());
+        let t = jsonwebtoken::encode(&header, &claims, enc).expect("sign");
+        assert_eq!(p.verify(&t).expect("valid").tenant, "acme");
+        // The same token claiming the other kid does not verify.
+        let mut wrong = Header::new(Algorithm::ES256);
+        wrong.kid = Some(if *kid == "one" { "two" } else { "one" }.into());
+        let t = jsonwebtoken::encode(&wrong, &claims, enc).expect("sign");
+        assert!(matches!(p.verify(&t), Err(JwtError::BadSignature)));
+    }
+    // An HS256 token is never checked against the JWKS public keys.
+    let e = p
+        .verify(&token(Algorithm::HS256, &claims))
+        .expect_err("refused");
+    assert!(matches!(e, JwtError::Algorithm(_)), "{e}");
+}
