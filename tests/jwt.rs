@@ -616,3 +616,42 @@ async fn role_claim_maps_through_the_allowlist() {
     }
     w.proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_the_address_out() {
+    let w = world("\n[auth]\nmax_failures = 3\nfailure_window = 60\nlockout = 2").await;
+    let good = rs256(&claims("acme"));
+    // Refusals that are not failed credentials (28000) do not count.
+    let expired = rs256(&with(claims("acme"), "exp", json!(now() - 600)));
+    for _ in 0..4 {
+        let outcome = login(&w, NEUTRAL, "alice", &expired, ITEMS).await;
+        assert_eq!(outcome.code(), INVALID_AUTHORIZATION, "{outcome:?}");
+    }
+    // Two invalid tokens and one wrong SCRAM password: three failures from 127.0.0.1.
+    for _ in 0..2 {
+        let outcome = login(&w, NEUTRAL, "alice", "not-a-token", ITEMS).await;
+        assert_eq!(outcome.code(), INVALID_PASSWORD, "{outcome:?}");
+    }
+    let mut cfg = client_config(&w.proxy, "app.acme", "acme");
+    cfg.password("wrong");
+    let e = try_connect(cfg).await.expect_err("wrong password refused");
+    assert_eq!(sqlstate(&e), INVALID_PASSWORD);
+    // Locked out: even a valid token or the right password is refused before it is asked for.
+    let outcome = login(&w, NEUTRAL, "alice", &good, ITEMS).await;
+    assert_eq!(outcome.code(), INVALID_AUTHORIZATION, "{outcome:?}");
+    let Outcome::Refused(_, msg) = &outcome else {
+        unreachable!()
+    };
+    assert!(msg.contains("too many failed logins"), "{msg}");
+    let e = try_connect(client_config(&w.proxy, "app.acme", "acme"))
+        .await
+        .expect_err("locked out");
+    assert_eq!(sqlstate(&e), INVALID_AUTHORIZATION);
+    // After the lockout the address may log in again.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(
+        login(&w, NEUTRAL, "alice", &good, ITEMS).await.rows(),
+        ["acme-1", "acme-2"]
+    );
+    w.proxy.shutdown().await;
+}

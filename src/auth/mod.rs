@@ -1,9 +1,10 @@
 //! Client authentication: SCRAM-SHA-256 against verifiers from config, and JWTs as cleartext
-//! passwords over TLS (DESIGN §5).
+//! passwords over TLS (DESIGN §5); brute-force limits on failed logins ([`limit`]).
 //!
 //! Pure logic; the session stage does the message I/O.
 
 pub(crate) mod jwt;
+pub(crate) mod limit;
 pub(crate) mod scram;
 
 use crate::error::{
@@ -24,6 +25,8 @@ pub(crate) enum AuthError {
     TenantNotAllowed { user: String, tenant: String },
     #[error(transparent)]
     Jwt(#[from] JwtError),
+    #[error("too many failed logins from this address: try again in {0} s (auth.lockout)")]
+    LockedOut(u64),
 }
 
 impl ClientFacing for AuthError {
@@ -31,7 +34,7 @@ impl ClientFacing for AuthError {
         let code = match self {
             AuthError::Failed(_) => INVALID_PASSWORD,
             AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
-            AuthError::TenantNotAllowed { .. } => INVALID_AUTHORIZATION,
+            AuthError::TenantNotAllowed { .. } | AuthError::LockedOut(_) => INVALID_AUTHORIZATION,
             AuthError::Jwt(e) => return e.to_client(),
         };
         ClientError::new(code, self.to_string())

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::jwt::JwtPolicy;
+use crate::auth::limit::LimitSettings;
 use crate::auth::scram::Verifier;
 use template::Template;
 use thiserror::Error;
@@ -186,6 +187,8 @@ pub struct Config {
     /// JWT authentication; `Some` exactly when `tenancy.resolve` lists `jwt`. Users not listed
     /// under `[users]` then authenticate with a token.
     pub(crate) jwt: Option<Arc<JwtPolicy>>,
+    /// Brute-force limits on failed logins (`[auth]`).
+    pub(crate) auth_limit: LimitSettings,
 }
 
 impl Config {

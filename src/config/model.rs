@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     pub(crate) tenants: BTreeMap<String, RawTenant>,
     pub(crate) users: BTreeMap<String, RawUser>,
     pub(crate) jwt: Option<RawJwt>,
+    pub(crate) auth: RawAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,4 +212,23 @@ fn default_tenant_claim() -> String {
 
 fn default_max_token_bytes() -> u32 {
     16 * 1024
+}
+
+/// `[auth]`: brute-force limits on failed logins, per client address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    pub(crate) max_failures: u32,
+    pub(crate) failure_window: f64,
+    pub(crate) lockout: f64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            failure_window: 60.0,
+            lockout: 60.0,
+        }
+    }
 }

@@ -58,6 +58,11 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
     let tenancy = tenancy(raw.tenancy, &shards, base)?;
     let tenants = tenants(raw.tenants, &shards)?;
     let users = users(raw.users)?;
+    let auth_limit = crate::auth::limit::LimitSettings {
+        max_failures: raw.auth.max_failures,
+        window: seconds("auth.failure_window", raw.auth.failure_window)?,
+        lockout: seconds("auth.lockout", raw.auth.lockout)?,
+    };
     let jwt = super::jwt::policy(raw.jwt, tenancy.sources.contains(&Source::Jwt), base)?;
     Ok(Config {
         server,
@@ -68,6 +73,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         tenants,
         users,
         jwt,
+        auth_limit,
     })
 }
 

@@ -13,6 +13,7 @@ use crate::auth::jwt::{JwtError, JwtIdentity, JwtPolicy};
 use crate::auth::scram::{Exchange, MECHANISM};
 use crate::cancel::CancelHandle;
 use crate::config::{Config, Source};
+use crate::error::{ClientFacing, INVALID_PASSWORD};
 use crate::pool::{Checkout, Pool};
 use crate::protocol::header::{Header, frontend};
 use crate::protocol::messages;
@@ -63,7 +64,22 @@ pub(crate) async fn login(
         messages::negotiate_protocol_version(&mut out, unsupported);
     }
 
-    let identity = authenticate(ctx, config, stream, &hint.user, &mut out).await?;
+    let addr = ctx.peer.ip().to_canonical();
+    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
+        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
+    }
+    let identity = match authenticate(ctx, config, stream, &hint.user, &mut out).await {
+        Ok(i) => i,
+        Err(e) => {
+            // A failed credential is exactly what the client is told 28P01.
+            if e.to_client().code == INVALID_PASSWORD
+                && ctx.shared.auth_failures.failed(&config.auth_limit, addr)
+            {
+                tracing::warn!(peer = %ctx.peer, user = %hint.user, "too many failed logins: address locked out (auth.lockout)");
+            }
+            return Err(e);
+        }
+    };
     let (hint, jwt_role) = match identity {
         Identity::Scram => (hint, None),
         Identity::Jwt(id) => (
