@@ -51,6 +51,8 @@ fn bad_values_name_their_key() {
     );
     let e = err(&format!("{SHARD}[server]\nlisten = \"nowhere\"\n"));
     assert!(e.contains("server.listen"), "{e}");
+    let e = err(&format!("{SHARD}[auth]\nlockout = -1\n"));
+    assert!(e.contains("auth.lockout"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\ntenant_column = \"\"\n"));
     assert!(e.contains("tenancy.tenant_column"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\nunlisted = \"place\"\n"));
