@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! server (accept) → session::startup (SSL/TLS, SNI, StartupParams) → tenant::hint (unverified)
-//!   → auth (SCRAM) → tenant::resolve (hint + identity → Tenant) → routing (→ Route)
+//!   → auth (SCRAM or JWT) → tenant::resolve (hint + identity → Tenant) → routing (→ Route)
 //!   → pool (checkout) → relay (hot path) → pool (release / reset)
 //! ```
 //!

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::limit::FailureLimit;
 use crate::auth::scram::{Verifier, hash_password};
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ConfigError};
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsAcceptor>,
     /// Verifier used for unknown users, so failures look alike.
     pub(crate) dummy_verifier: Verifier,
+    /// Failed logins per client address (brute-force limits).
+    pub(crate) auth_failures: FailureLimit,
     tenant_clients: Arc<DashMap<Arc<str>, usize>>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -119,6 +122,7 @@ impl Proxy {
             cancels: Arc::new(CancelRegistry::default()),
             tls,
             dummy_verifier,
+            auth_failures: FailureLimit::default(),
             tenant_clients: Arc::new(DashMap::new()),
             shutdown: rx,
         });

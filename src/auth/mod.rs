@@ -1,12 +1,16 @@
-//! Client authentication: SCRAM-SHA-256 against verifiers from config (DESIGN §5).
+//! Client authentication: SCRAM-SHA-256 against verifiers from config, and JWTs as cleartext
+//! passwords over TLS (DESIGN §5); brute-force limits on failed logins ([`limit`]).
 //!
 //! Pure logic; the session stage does the message I/O.
 
+pub(crate) mod jwt;
+pub(crate) mod limit;
 pub(crate) mod scram;
 
 use crate::error::{
     ClientError, ClientFacing, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION,
 };
+use jwt::JwtError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -19,6 +23,10 @@ pub(crate) enum AuthError {
     Mechanism(String),
     #[error("user \"{user}\" may not use tenant \"{tenant}\"")]
     TenantNotAllowed { user: String, tenant: String },
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    #[error("too many failed logins from this address: try again in {0} s (auth.lockout)")]
+    LockedOut(u64),
 }
 
 impl ClientFacing for AuthError {
@@ -26,7 +34,8 @@ impl ClientFacing for AuthError {
         let code = match self {
             AuthError::Failed(_) => INVALID_PASSWORD,
             AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
-            AuthError::TenantNotAllowed { .. } => INVALID_AUTHORIZATION,
+            AuthError::TenantNotAllowed { .. } | AuthError::LockedOut(_) => INVALID_AUTHORIZATION,
+            AuthError::Jwt(e) => return e.to_client(),
         };
         ClientError::new(code, self.to_string())
     }

@@ -5,6 +5,7 @@
 //! Owns the vocabulary of the file (placements, sources, pool modes); it must not do I/O beyond
 //! reading the file and the secrets it points to.
 
+mod jwt;
 mod model;
 pub(crate) mod template;
 mod validate;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::jwt::JwtPolicy;
+use crate::auth::limit::LimitSettings;
 use crate::auth::scram::Verifier;
 use template::Template;
 use thiserror::Error;
@@ -57,6 +60,8 @@ pub(crate) enum PlacementKind {
 /// A source a client may name its tenant with (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
+    /// The tenant claim of a verified JWT given as the password.
+    Jwt,
     Sni,
     Options,
     User,
@@ -66,6 +71,7 @@ pub(crate) enum Source {
 impl Source {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Source::Jwt => "jwt",
             Source::Sni => "sni",
             Source::Options => "options",
             Source::User => "user",
@@ -178,6 +184,11 @@ pub struct Config {
     pub(crate) shards: BTreeMap<String, Arc<Shard>>,
     pub(crate) tenants: HashMap<String, TenantEntry>,
     pub(crate) users: HashMap<String, User>,
+    /// JWT authentication; `Some` exactly when `tenancy.resolve` lists `jwt`. Users not listed
+    /// under `[users]` then authenticate with a token.
+    pub(crate) jwt: Option<Arc<JwtPolicy>>,
+    /// Brute-force limits on failed logins (`[auth]`).
+    pub(crate) auth_limit: LimitSettings,
 }
 
 impl Config {

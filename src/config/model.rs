@@ -14,6 +14,8 @@ pub(crate) struct RawConfig {
     pub(crate) shards: BTreeMap<String, RawShard>,
     pub(crate) tenants: BTreeMap<String, RawTenant>,
     pub(crate) users: BTreeMap<String, RawUser>,
+    pub(crate) jwt: Option<RawJwt>,
+    pub(crate) auth: RawAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,4 +175,60 @@ pub(crate) struct RawUser {
 
 fn all_tenants() -> Vec<String> {
     vec!["*".into()]
+}
+
+/// `[jwt]`: tokens as passwords (used when `tenancy.resolve` lists `jwt`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwt {
+    pub(crate) secret_env: Option<String>,
+    pub(crate) secret_file: Option<String>,
+    #[serde(default)]
+    pub(crate) public_key_files: Vec<String>,
+    pub(crate) jwks_file: Option<String>,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub(crate) leeway_seconds: u64,
+    #[serde(default = "default_tenant_claim")]
+    pub(crate) tenant_claim: String,
+    pub(crate) role_claim: Option<String>,
+    #[serde(default)]
+    pub(crate) roles: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) allow_plaintext_loopback: bool,
+    #[serde(default = "default_max_token_bytes")]
+    pub(crate) max_token_bytes: u32,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+
+fn default_max_token_bytes() -> u32 {
+    16 * 1024
+}
+
+/// `[auth]`: brute-force limits on failed logins, per client address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    pub(crate) max_failures: u32,
+    pub(crate) failure_window: f64,
+    pub(crate) lockout: f64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            failure_window: 60.0,
+            lockout: 60.0,
+        }
+    }
 }

@@ -51,6 +51,8 @@ fn bad_values_name_their_key() {
     );
     let e = err(&format!("{SHARD}[server]\nlisten = \"nowhere\"\n"));
     assert!(e.contains("server.listen"), "{e}");
+    let e = err(&format!("{SHARD}[auth]\nlockout = -1\n"));
+    assert!(e.contains("auth.lockout"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\ntenant_column = \"\"\n"));
     assert!(e.contains("tenancy.tenant_column"), "{e}");
     let e = err(&format!("{SHARD}[tenancy]\nunlisted = \"place\"\n"));
@@ -92,5 +94,61 @@ fn shipped_example_config_is_valid() {
     assert_eq!(
         c.tenants["globex"].context,
         "0b6f3c1e-5d0a-4a8e-9c3f-2e1d7b8a9c10"
+    );
+}
+
+#[test]
+fn jwt_section_is_validated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("secret");
+    let jwt = |extra: &str| {
+        format!(
+            "{SHARD}[tenancy]\nresolve = [\"jwt\", \"user\"]\n[jwt]\nsecret_file = \"{}\"\n{extra}",
+            secret.display()
+        )
+    };
+    let c = Config::from_toml_str(&jwt("")).expect("valid");
+    let p = c.jwt.as_ref().expect("jwt policy");
+    assert_eq!(p.tenant_claim, "tenant");
+    assert_eq!(p.algorithms, [jsonwebtoken::Algorithm::HS256]);
+    let e = err(&jwt("algorithms = [\"none\"]\n"));
+    assert!(
+        e.contains("jwt.algorithms[0]") && e.contains("never"),
+        "{e}"
+    );
+    let e = err(&jwt("algorithms = [\"RS256\"]\n"));
+    assert!(
+        e.contains("jwt.algorithms[0]") && e.contains("RSA key"),
+        "{e}"
+    );
+    let e = err(&jwt("role_claim = \"role\"\n"));
+    assert!(e.contains("jwt.roles"), "{e}");
+    let e = err(&jwt("roles = { reader = \"app_ro\" }\n"));
+    assert!(e.contains("jwt.role_claim"), "{e}");
+    let e = err(&jwt("max_token_bytes = 10\n"));
+    assert!(e.contains("jwt.max_token_bytes"), "{e}");
+    let e = err(&jwt("public_key_files = [\"/nonexistent/key.pem\"]\n"));
+    assert!(e.contains("jwt.public_key_files[0]"), "{e}");
+    let e = err(&format!(
+        "{SHARD}[tenancy]\nresolve = [\"jwt\"]\n[jwt]\nsecret_env = \"PGTENANT_TEST_SURELY_UNSET\"\n"
+    ));
+    assert!(e.contains("jwt.secret_env"), "{e}");
+    let e = err(&format!("{SHARD}[tenancy]\nresolve = [\"jwt\"]\n"));
+    assert!(e.contains("tenancy.resolve") && e.contains("[jwt]"), "{e}");
+    let e = err(&format!(
+        "{SHARD}[jwt]\nsecret_file = \"{}\"\n",
+        secret.display()
+    ));
+    assert!(e.contains("jwt") && e.contains("does not list jwt"), "{e}");
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "short").expect("secret");
+    let e = err(&format!(
+        "{SHARD}[tenancy]\nresolve = [\"jwt\"]\n[jwt]\nsecret_file = \"{}\"\n",
+        short.display()
+    ));
+    assert!(
+        e.contains("jwt.secret_file") && e.contains("32 bytes"),
+        "{e}"
     );
 }

@@ -58,6 +58,12 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
     let tenancy = tenancy(raw.tenancy, &shards, base)?;
     let tenants = tenants(raw.tenants, &shards)?;
     let users = users(raw.users)?;
+    let auth_limit = crate::auth::limit::LimitSettings {
+        max_failures: raw.auth.max_failures,
+        window: seconds("auth.failure_window", raw.auth.failure_window)?,
+        lockout: seconds("auth.lockout", raw.auth.lockout)?,
+    };
+    let jwt = super::jwt::policy(raw.jwt, tenancy.sources.contains(&Source::Jwt), base)?;
     Ok(Config {
         server,
         tls,
@@ -66,6 +72,8 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         shards,
         tenants,
         users,
+        jwt,
+        auth_limit,
     })
 }
 
@@ -86,7 +94,7 @@ fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(v))
 }
 
-fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
+pub(super) fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
     let path = PathBuf::from(p);
     match base {
         Some(b) if path.is_relative() && !b.as_os_str().is_empty() => b.join(path),
@@ -263,17 +271,14 @@ fn rule(prefix: &str, f: RuleFields<'_>, shards: Vec<String>) -> Result<Rule, Co
 
 fn source(key: &str, s: &str) -> Result<Source, ConfigError> {
     match s {
-        "jwt" => Err(ConfigError::invalid(
-            key,
-            "the jwt source is not available in this version of pgtenant",
-        )),
+        "jwt" => Ok(Source::Jwt),
         "sni" => Ok(Source::Sni),
         "options" => Ok(Source::Options),
         "user" => Ok(Source::User),
         "database" => Ok(Source::Database),
         other => Err(ConfigError::invalid(
             key,
-            format!("{other:?} is not a tenant source: use sni, options, user or database"),
+            format!("{other:?} is not a tenant source: use jwt, sni, options, user or database"),
         )),
     }
 }

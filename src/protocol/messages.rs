@@ -57,6 +57,11 @@ pub(crate) fn auth_ok(buf: &mut BytesMut) {
     put(&Authentication::Ok, buf);
 }
 
+/// `AuthenticationCleartextPassword`: asked only of JWT users, over TLS.
+pub(crate) fn auth_cleartext_password(buf: &mut BytesMut) {
+    put(&Authentication::CleartextPassword, buf);
+}
+
 pub(crate) fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     put(
         &Authentication::SASL(mechanisms.iter().map(|m| (*m).to_owned()).collect()),

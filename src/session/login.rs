@@ -1,5 +1,6 @@
-//! Login stage: tenant hint → SCRAM authentication → tenant resolution → route → greeting
-//! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
+//! Login stage: tenant hint → authentication (SCRAM for `[users]`, a JWT as cleartext password
+//! over TLS for everyone else when `tenancy.resolve` lists `jwt`) → tenant resolution → route →
+//! greeting (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
 
 use std::sync::Arc;
 
@@ -8,9 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{LoginError, SessionCtx};
 use crate::auth::AuthError;
+use crate::auth::jwt::{JwtError, JwtIdentity, JwtPolicy};
 use crate::auth::scram::{Exchange, MECHANISM};
 use crate::cancel::CancelHandle;
-use crate::config::Config;
+use crate::config::{Config, Source};
+use crate::error::{ClientFacing, INVALID_PASSWORD};
 use crate::pool::{Checkout, Pool};
 use crate::protocol::header::{Header, frontend};
 use crate::protocol::messages;
@@ -34,6 +37,14 @@ pub(crate) struct LoggedIn {
     pub(crate) _tenant_slot: TenantSlot,
 }
 
+/// Who authenticated, and how.
+enum Identity {
+    /// SCRAM-SHA-256 against a `[users]` verifier.
+    Scram,
+    /// A verified JWT.
+    Jwt(JwtIdentity),
+}
+
 pub(crate) async fn login(
     ctx: &SessionCtx,
     config: &Config,
@@ -53,7 +64,29 @@ pub(crate) async fn login(
         messages::negotiate_protocol_version(&mut out, unsupported);
     }
 
-    authenticate(ctx, config, stream, &hint.user, &mut out).await?;
+    let addr = ctx.peer.ip().to_canonical();
+    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
+        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
+    }
+    let identity = match authenticate(ctx, config, stream, &hint.user, &mut out).await {
+        Ok(i) => i,
+        Err(e) => {
+            // A failed credential is exactly what the client is told 28P01.
+            if e.to_client().code == INVALID_PASSWORD
+                && ctx.shared.auth_failures.failed(&config.auth_limit, addr)
+            {
+                tracing::warn!(peer = %ctx.peer, user = %hint.user, "too many failed logins: address locked out (auth.lockout)");
+            }
+            return Err(e);
+        }
+    };
+    let (hint, jwt_role) = match identity {
+        Identity::Scram => (hint, None),
+        Identity::Jwt(id) => (
+            hint.with_verified(&config.tenancy, Source::Jwt, id.tenant)?,
+            id.role,
+        ),
+    };
 
     let tenant_name = hint.tenant.clone().ok_or_else(|| {
         let names: Vec<&str> = config.tenancy.sources.iter().map(|s| s.as_str()).collect();
@@ -70,7 +103,11 @@ pub(crate) async fn login(
         .into());
     }
     let tenant = directory::lookup(config, &tenant_name)?;
-    let route = route(config, &tenant, &hint.user).ok_or(LoginError::NoShard)?;
+    let mut route = route(config, &tenant, &hint.user).ok_or(LoginError::NoShard)?;
+    if let Some(role) = jwt_role {
+        // Only ever a value of the configured jwt.roles allowlist.
+        route.key.role = role;
+    }
     let tenant_slot = ctx
         .shared
         .tenant_slot(&route.tenant, config.server.max_tenant_clients)
@@ -115,9 +152,63 @@ pub(crate) async fn login(
     })
 }
 
+/// Users listed under `[users]` use SCRAM; with `jwt` enabled everyone else gives a JWT.
+async fn authenticate(
+    ctx: &SessionCtx,
+    config: &Config,
+    stream: &mut ClientStream,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<Identity, LoginError> {
+    match &config.jwt {
+        Some(jwt) if !config.users.contains_key(user) => {
+            authenticate_jwt(ctx, jwt, stream, user, out)
+                .await
+                .map(Identity::Jwt)
+        }
+        _ => authenticate_scram(ctx, config, stream, user, out)
+            .await
+            .map(|()| Identity::Scram),
+    }
+}
+
+/// A JWT as the cleartext password. Asked for only over TLS (or loopback when
+/// `jwt.allow_plaintext_loopback`); verified on a blocking thread. The token is never logged.
+async fn authenticate_jwt(
+    ctx: &SessionCtx,
+    jwt: &Arc<JwtPolicy>,
+    stream: &mut ClientStream,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<JwtIdentity, LoginError> {
+    let loopback_ok = jwt.allow_plaintext_loopback && ctx.peer.ip().to_canonical().is_loopback();
+    if !stream.is_tls() && !loopback_ok {
+        return Err(AuthError::from(JwtError::NeedsTls(user.to_owned())).into());
+    }
+    messages::auth_cleartext_password(out);
+    stream.write_all(out).await.map_err(LoginError::Io)?;
+    out.clear();
+
+    let len = read_password_header(stream).await?;
+    // The body is the token and its NUL terminator.
+    if len > jwt.max_token_bytes + 1 {
+        return Err(AuthError::from(JwtError::TooLarge(jwt.max_token_bytes)).into());
+    }
+    let body = read_body(stream, len).await?;
+    let token = body.strip_suffix(&[0]).unwrap_or(&body);
+    let token = std::str::from_utf8(token)
+        .map_err(|_| AuthError::from(JwtError::Malformed))?
+        .to_owned();
+    let policy = jwt.clone();
+    let verified = tokio::task::spawn_blocking(move || policy.verify(&token))
+        .await
+        .map_err(|_| AuthError::from(JwtError::Internal))?;
+    Ok(verified.map_err(AuthError::from)?)
+}
+
 /// SCRAM-SHA-256 against the user's verifier. Unknown users go through the same exchange
 /// against a dummy verifier, so the answer does not tell which users exist.
-async fn authenticate(
+async fn authenticate_scram(
     ctx: &SessionCtx,
     config: &Config,
     stream: &mut ClientStream,
@@ -166,16 +257,29 @@ async fn authenticate(
 
 /// Reads one `p` message (password / SASL response) and returns its body.
 async fn read_password_message(stream: &mut ClientStream) -> Result<BytesMut, LoginError> {
+    let len = read_password_header(stream).await?;
+    if len + 4 > MAX_AUTH_MESSAGE {
+        return Err(AuthError::Protocol(format!("invalid message length {}", len + 4)).into());
+    }
+    read_body(stream, len).await
+}
+
+/// Reads the header of a `p` message; returns the length of its body.
+async fn read_password_header(stream: &mut ClientStream) -> Result<usize, LoginError> {
     let mut head = [0u8; Header::SIZE];
     stream.read_exact(&mut head).await.map_err(LoginError::Io)?;
     let h = Header::parse(&head).ok_or(LoginError::Unexpected(0))?;
     if h.tag != frontend::PASSWORD {
         return Err(LoginError::Unexpected(h.tag));
     }
-    if !h.is_valid() || h.len as usize > MAX_AUTH_MESSAGE {
+    if !h.is_valid() {
         return Err(AuthError::Protocol(format!("invalid message length {}", h.len)).into());
     }
-    let mut body = BytesMut::zeroed(h.len as usize - 4);
+    Ok(h.len as usize - 4)
+}
+
+async fn read_body(stream: &mut ClientStream, len: usize) -> Result<BytesMut, LoginError> {
+    let mut body = BytesMut::zeroed(len);
     stream.read_exact(&mut body).await.map_err(LoginError::Io)?;
     Ok(body)
 }

@@ -14,6 +14,8 @@ pub(crate) struct Hint {
     pub(crate) user: String,
     /// The database name the client asked for.
     pub(crate) database: Option<String>,
+    /// Every present source with its value, in `tenancy.resolve` order (all agree).
+    pub(crate) found: Vec<(Source, String)>,
 }
 
 /// Reads the tenant out of the startup parameters and the TLS server name.
@@ -28,6 +30,8 @@ pub(crate) fn read(
     let mut found: Vec<(Source, String)> = Vec::new();
     for source in &tenancy.sources {
         let value = match source {
+            // Known only once the token is verified: see [`Hint::with_verified`].
+            Source::Jwt => None,
             Source::Sni => sni.and_then(|name| sni_tenant(name, tenancy.sni_suffix.as_deref())),
             Source::Options => options.clone(),
             Source::User => match raw_user.rsplit_once(tenancy.user_separator.as_str()) {
@@ -47,6 +51,39 @@ pub(crate) fn read(
             found.push((*source, v));
         }
     }
+    agree(&found)?;
+    Ok(Hint {
+        tenant: found.first().map(|(_, v)| v.clone()),
+        user,
+        database: params.get("database").map(str::to_owned),
+        found,
+    })
+}
+
+impl Hint {
+    /// Adds the tenant a verified credential names (the `jwt` source) at its place in
+    /// `tenancy.resolve` and applies the agreement rule again.
+    pub(crate) fn with_verified(
+        mut self,
+        tenancy: &Tenancy,
+        source: Source,
+        value: String,
+    ) -> Result<Hint, TenantError> {
+        let rank = |s: &Source| tenancy.sources.iter().position(|x| x == s);
+        let at = self
+            .found
+            .iter()
+            .position(|(s, _)| rank(s) > rank(&source))
+            .unwrap_or(self.found.len());
+        self.found.insert(at, (source, value));
+        agree(&self.found)?;
+        self.tenant = self.found.first().map(|(_, v)| v.clone());
+        Ok(self)
+    }
+}
+
+/// The agreement rule: every present source names the same tenant as the first.
+fn agree(found: &[(Source, String)]) -> Result<(), TenantError> {
     if let Some((first, first_value)) = found.first()
         && let Some((second, second_value)) = found.iter().find(|(_, v)| v != first_value)
     {
@@ -57,11 +94,7 @@ pub(crate) fn read(
             second_value: second_value.clone(),
         });
     }
-    Ok(Hint {
-        tenant: found.into_iter().next().map(|(_, v)| v),
-        user,
-        database: params.get("database").map(str::to_owned),
-    })
+    Ok(())
 }
 
 /// First label under the configured suffix: `acme.db.example.com` with suffix

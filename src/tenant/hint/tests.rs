@@ -139,3 +139,36 @@ fn options_name_the_tenant_and_may_not_set_the_guc() {
     ));
     assert!(parse_options("-c", "app.current_tenant").is_err());
 }
+
+#[test]
+fn verified_jwt_tenant_joins_the_agreement_rule_at_its_place() {
+    let t = tenancy(&[Source::Sni, Source::Jwt, Source::User]);
+    let h = read(&t, &params(&[("user", "alice.acme")]), None).expect("ok");
+    let h = h
+        .with_verified(&t, Source::Jwt, "acme".into())
+        .expect("agrees");
+    assert_eq!(h.tenant.as_deref(), Some("acme"));
+    assert_eq!(h.user, "alice");
+    let h = read(
+        &t,
+        &params(&[("user", "alice")]),
+        Some("globex.db.example.com"),
+    )
+    .expect("ok");
+    match h.with_verified(&t, Source::Jwt, "acme".into()) {
+        Err(TenantError::Disagree {
+            first,
+            first_value,
+            second,
+            second_value,
+        }) => {
+            assert_eq!((first, first_value.as_str()), ("sni", "globex"));
+            assert_eq!((second, second_value.as_str()), ("jwt", "acme"));
+        }
+        other => panic!("expected disagreement, got {other:?}"),
+    }
+    // The token alone names the tenant.
+    let h = read(&t, &params(&[("user", "alice")]), None).expect("ok");
+    let h = h.with_verified(&t, Source::Jwt, "acme".into()).expect("ok");
+    assert_eq!(h.tenant.as_deref(), Some("acme"));
+}
