@@ -18,6 +18,8 @@
 #                         pgtenant-shared-mix: MIX_TENANTS tenants in shared placement (guard
 #                         on) interleaving on one pool, one pgbench per tenant, tps summed
 #   MIX_TENANTS [4]
+#                         pgtenant-db-split (not in the default list): the same split into
+#                         MIX_TENANTS pgbench processes, all as the database-placement tenant
 #   SCALE [10]            pgbench -i scale factor
 #   IDLE_CLIENTS [2000]   idle connections for the memory measurement (0 skips it)
 #   IDLE_SLEEP [15]       seconds each idle client sleeps (must exceed the connect time)
@@ -65,7 +67,7 @@ for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
 done
 ((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
 for t in $TARGETS; do
-    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix) ;; *) die "unknown target '$t'";; esac
+    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split) ;; *) die "unknown target '$t'";; esac
 done
 
 # ---------------------------------------------------------------- prerequisites
@@ -265,6 +267,7 @@ target_conn() { # target -> "port user dbname"
         pgtenant-db) echo "$PGT_PORT pgtenant.bench bench" ;;
         pgtenant-shared) echo "$PGT_PORT pgtenant.benchs benchs" ;;
         pgtenant-shared-mix) echo "$PGT_PORT pgtenant.mix1 mix1" ;;
+        pgtenant-db-split) echo "$PGT_PORT pgtenant.bench bench" ;;
     esac
 }
 
@@ -313,13 +316,17 @@ fail_run() { # logfile message [target]
 
 # pgtenant-shared-mix: MIX_TENANTS pgbench processes at once, one per tenant, clients split
 # between them; their outputs are merged into one log whose tps is the sum.
-run_mix() { # proto clients out -> rc
-    local proto=$1 c=$2 out=$3 per pids=() rc=0 i
+# pgtenant-db-split: the same split into MIX_TENANTS pgbench processes, all as the one
+# database-placement tenant: the baseline for shared-mix (same client-side shape).
+run_mix() { # proto clients out split -> rc
+    local proto=$1 c=$2 out=$3 split=${4:-} per pids=() rc=0 i tenant
     per=$(( c / MIX_TENANTS )); ((per > 0)) || per=1
     for ((i = 1; i <= MIX_TENANTS; i++)); do
+        tenant=mix$i
+        [[ -z $split ]] || tenant=bench
         PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
             pgbench --no-vacuum -S -M "$proto" -c "$per" -j 1 -T "$DURATION" \
-            -h 127.0.0.1 -p "$PGT_PORT" -U "pgtenant.mix$i" "mix$i" >"$out.$i" 2>&1 &
+            -h 127.0.0.1 -p "$PGT_PORT" -U "pgtenant.$tenant" "$tenant" >"$out.$i" 2>&1 &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || rc=$?; done
@@ -338,6 +345,8 @@ run_one() { # proto clients target rep
     local out="$TMP/runs/$proto-$c-$t-$rep.log"
     if [[ $t == pgtenant-shared-mix ]]; then
         run_mix "$proto" "$c" "$out" || rc=$?
+    elif [[ $t == pgtenant-db-split ]]; then
+        run_mix "$proto" "$c" "$out" split || rc=$?
     else
         PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
             pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
@@ -461,6 +470,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared-mix; then header+=" shared-mix / db |"; sep+="---:|"; fi
+    if has pgtenant-db-split && has pgtenant-shared-mix; then header+=" shared-mix / db-split |"; sep+="---:|"; fi
     echo "$header"; echo "$sep"
     for proto in $PROTOCOLS; do
         for c in $CLIENTS; do
@@ -471,6 +481,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             if has pgbouncer && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer]}") |"; fi
             if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
             if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
+            if has pgtenant-db-split && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db-split]}") |"; fi
             echo "$row"
             unset M
         done
