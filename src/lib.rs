@@ -5,7 +5,7 @@
 //! ```text
 //! server (accept) → session::startup (SSL/TLS, SNI, StartupParams) → tenant::hint (unverified)
 //!   → auth (SCRAM or JWT) → tenant::resolve (hint + identity → Tenant) → routing (→ Route)
-//!   → pool (checkout) → relay (hot path) → pool (release / reset)
+//!   → pool (checkout) → relay (hot path; shared placement: guard) → pool (release / reset)
 //! ```
 //!
 //! - [`config`]: TOML + environment → validated, immutable [`config::Config`].
@@ -13,6 +13,7 @@
 //! - `stream`, `tls`: client transport (plain TCP or TLS).
 //! - `session`: per-connection driver; the one place that writes errors to clients.
 //! - `auth`, `tenant`, `routing`, `pool`, `backend`, `relay`, `cancel`: the stages.
+//! - `guard`: the shared-placement statement guard the relay consults for every statement.
 //! - [`server`]: accept loop, client limit, shutdown fan-out.
 //! - [`testing`]: throwaway real PostgreSQL clusters for tests and `demo`.
 //! - [`audit`]: the `rls` and `check` commands (SQL for row-level security, shard audit); not
