@@ -487,7 +487,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
         done
     done
     echo
-    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, every statement checked by the guard, and pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it; pgtenant-shared-mix: $MIX_TENANTS such tenants at once on one pool (one pgbench per tenant, clients split evenly, tps summed), so server connections change tenant all the time."
+    echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, every statement checked by the guard, and pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it."
+    if has pgtenant-shared-mix; then
+        echo
+        echo "pgtenant-shared-mix: $MIX_TENANTS shared-placement tenants at once on one pool (one pgbench per tenant, clients split evenly, tps summed), so server connections change tenant all the time; pgtenant-db-split: the same split, all as the database-placement tenant."
+    fi
     if ((PGT_ERRORS > 0)); then
         echo
         echo "Note: pgtenant logged $PGT_ERRORS WARN/ERROR lines during the throughput runs (first 5):"
