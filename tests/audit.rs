@@ -80,19 +80,12 @@ async fn names(client: &Client) -> Vec<String> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What the proxy puts in `<guc>_sig`: hex HMAC-SHA256(key, context || '/' || pid).
 fn signature(key_hex: &str, context: &str, pid: i32) -> String {
-    let key: Vec<u8> = (0..key_hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).expect("hex key"))
-        .collect();
+    let key = hex::decode(key_hex).expect("hex key");
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac key");
     mac.update(format!("{context}/{pid}").as_bytes());
-    hex(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[tokio::test]

@@ -394,17 +394,8 @@ fn signing_key(raw: &RawTenancy, base: Option<&Path>) -> Result<Option<Arc<[u8]>
         }
         (None, None) => return Ok(None),
     };
-    let hex = text.trim();
-    let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
-        .then(|| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-                .collect()
-        })
-        .flatten();
-    match bytes {
-        Some(b) if b.len() >= 16 => Ok(Some(Arc::from(b))),
+    match hex::decode(text.trim()) {
+        Ok(b) if b.len() >= 16 => Ok(Some(Arc::from(b))),
         _ => Err(ConfigError::invalid(
             key,
             "the signing key must be at least 16 bytes written as hex (e.g. openssl rand -hex 32)",

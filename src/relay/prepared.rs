@@ -50,11 +50,7 @@ impl Statements {
         verdict: Option<Arc<Verdict>>,
     ) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
-        let mut server_name = String::with_capacity(28);
-        server_name.push_str("pgt_");
-        for b in &digest[..12] {
-            server_name.push_str(&format!("{b:02x}"));
-        }
+        let server_name = format!("pgt_{}", hex::encode(&digest[..12]));
         let mut parse = BytesMut::with_capacity(1 + 4 + server_name.len() + 1 + after_name.len());
         parse.put_u8(b'P');
         parse.put_u32((4 + server_name.len() + 1 + after_name.len()) as u32);

@@ -34,11 +34,7 @@ impl Signing {
         mac.update(self.context.as_bytes());
         mac.update(b"/");
         mac.update(pid.to_string().as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// The setup statement for the server connection whose backend pid is `pid`.
@@ -67,12 +63,7 @@ mod tests {
         // HMAC-SHA256("key", "acme/42"), computed independently.
         let mut mac = Hmac::<Sha256>::new_from_slice(b"key").expect("key");
         mac.update(b"acme/42");
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex::encode(mac.finalize().into_bytes());
         assert_eq!(s.signature(42), want);
         assert_ne!(s.signature(43), want);
         assert_eq!(
