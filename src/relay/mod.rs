@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 mod expect;
@@ -178,14 +178,9 @@ impl Relay {
         } else {
             // Parse of a statement that cannot be parsed: every extended message in place
             // of which this is sent fails the same way and makes the server skip to Sync.
-            let body_len = REFUSED_NAME.len() + 1 + REFUSED_SQL.len() + 1 + 2;
-            self.sout.put_u8(frontend::PARSE);
-            self.sout.put_u32((4 + body_len) as u32);
-            self.sout.put_slice(REFUSED_NAME.as_bytes());
-            self.sout.put_u8(0);
-            self.sout.put_slice(REFUSED_SQL.as_bytes());
-            self.sout.put_u8(0);
-            self.sout.put_u16(0);
+            // The body after the name: query, NUL, no parameter types.
+            let body = [REFUSED_SQL.as_bytes(), b"\0\0\0"].concat();
+            prepared::parse_message(&mut self.sout, REFUSED_NAME, &body);
         }
         self.expected.push(Expect::Refused {
             error: error.freeze(),
@@ -225,6 +220,12 @@ impl Relay {
         }
     }
 
+    /// Queues a statement of pgtenant's own (reset, tenant setup); its replies are hidden.
+    fn hidden_query(&mut self, sql: &str) {
+        messages::query(&mut self.sout, sql);
+        self.expected.push(Expect::HiddenQuery);
+    }
+
     /// Records what an admitted statement may leave on the server connection.
     fn apply(conn: &mut ServerConn, e: Effects) {
         if e.resets_context {
@@ -245,8 +246,7 @@ impl Relay {
             && self.status != b'E'
             && let Some(sql) = self.setup_for(conn)
         {
-            messages::query(&mut self.sout, &sql);
-            self.expected.push(Expect::HiddenQuery);
+            self.hidden_query(&sql);
             conn.context = Some(sql);
         }
     }
@@ -270,8 +270,7 @@ impl Relay {
         };
         // Guarded sessions say what they left behind; others may have left anything.
         if conn.needs_reset || (foreign && conn.dirty_session) {
-            messages::query(&mut self.sout, "DISCARD ALL");
-            self.expected.push(Expect::HiddenQuery);
+            self.hidden_query("DISCARD ALL");
             conn.prepared.clear();
             conn.prepared_unknown = false;
             conn.context = None;
@@ -286,8 +285,7 @@ impl Relay {
                 (false, false) => None,
             };
             if let Some(sql) = sql {
-                messages::query(&mut self.sout, sql);
-                self.expected.push(Expect::HiddenQuery);
+                self.hidden_query(sql);
             }
             if conn.prepared_unknown {
                 conn.prepared.clear();
@@ -304,8 +302,7 @@ impl Relay {
         if let Some(sql) = self.setup_for(conn) {
             // Sent unless this very statement is in force and nothing since could undo it.
             if conn.context.as_deref() != Some(&*sql) {
-                messages::query(&mut self.sout, &sql);
-                self.expected.push(Expect::HiddenQuery);
+                self.hidden_query(&sql);
                 conn.context = Some(sql);
             }
         }
@@ -555,7 +552,7 @@ impl Relay {
             match h.tag {
                 frontend::QUERY => {
                     self.unnamed_here = false;
-                    match self.guard.clone() {
+                    match &self.guard {
                         Some(_) if h.total() > GUARD_QUERY_LIMIT => {
                             forward = false;
                             self.refuse_statement(
@@ -573,7 +570,8 @@ impl Relay {
                             }
                             let body = &self.cin[Header::SIZE..h.total()];
                             let text = cstr(body).map_or(body, |(t, _)| t);
-                            match g.admit(text, Source::SimpleQuery) {
+                            let admitted = g.admit(text, Source::SimpleQuery);
+                            match admitted {
                                 Ok(v) => {
                                     if let Verdict::Allowed(a) = &*v {
                                         Self::apply(conn, a.effects);

@@ -52,11 +52,7 @@ impl Statements {
         let digest = Sha256::digest(after_name);
         let server_name = format!("pgt_{}", hex::encode(&digest[..12]));
         let mut parse = BytesMut::with_capacity(1 + 4 + server_name.len() + 1 + after_name.len());
-        parse.put_u8(b'P');
-        parse.put_u32((4 + server_name.len() + 1 + after_name.len()) as u32);
-        parse.put_slice(server_name.as_bytes());
-        parse.put_u8(0);
-        parse.put_slice(after_name);
+        parse_message(&mut parse, &server_name, after_name);
         let p = Arc::new(Prepared {
             server_name: server_name.into_boxed_str(),
             parse: parse.freeze(),
@@ -83,6 +79,16 @@ impl Statements {
 pub(crate) fn forget_all(conn: &mut ServerConn) {
     conn.prepared.clear();
     conn.prepared_unknown = true;
+}
+
+/// Writes a Parse of statement `name`; `after_name` is the rest of the body (query, NUL,
+/// parameter types).
+pub(crate) fn parse_message(out: &mut BytesMut, name: &str, after_name: &[u8]) {
+    out.put_u8(b'P');
+    out.put_u32((4 + name.len() + 1 + after_name.len()) as u32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(after_name);
 }
 
 /// Writes a Close of server statement `name` (closing one that does not exist is no error).
