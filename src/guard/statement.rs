@@ -33,18 +33,31 @@ pub(super) fn check_text(
         pg_query::Error::Parse(msg) => Rejection::Invalid(msg),
         e => Rejection::Refused(format!("pgtenant could not parse it ({e})")),
     })?;
-    let stmts = &parsed.protobuf.stmts;
     let mut allowed = Allowed::default();
-    for (i, raw) in stmts.iter().enumerate() {
+    let last = parsed.protobuf.stmts.len();
+    check_statements(policy, text, &parsed, &mut allowed, |i, node| Scope {
+        last: i + 1 == last,
+        params_bindable: source == Source::Parse && !matches!(node, NodeEnum::PrepareStmt(_)),
+    })?;
+    Ok(allowed)
+}
+
+/// Checks each statement of `parsed` (parsed from `text`): its kind, then every call and
+/// relation in it. `scope(i, node)` says where statement `i` stands.
+fn check_statements(
+    policy: &Policy,
+    text: &str,
+    parsed: &pg_query::ParseResult,
+    allowed: &mut Allowed,
+    scope: impl Fn(usize, &NodeEnum) -> Scope,
+) -> Result<(), String> {
+    for (i, raw) in parsed.protobuf.stmts.iter().enumerate() {
         let node = raw
             .stmt
             .as_ref()
             .and_then(|n| n.node.as_ref())
-            .ok_or_else(|| "empty statement".to_string())?;
-        let scope = Scope {
-            last: i + 1 == stmts.len(),
-            params_bindable: source == Source::Parse && !matches!(node, NodeEnum::PrepareStmt(_)),
-        };
+            .ok_or("empty statement")?;
+        let scope = scope(i, node);
         let start = usize::try_from(raw.stmt_location)
             .unwrap_or(0)
             .min(text.len());
@@ -53,11 +66,11 @@ pub(super) fn check_text(
             Ok(n) => (start + n).min(text.len()),
         };
         let stmt_text = text.get(start..end).unwrap_or(text);
-        check_node(policy, node, scope, stmt_text, &mut allowed)?;
+        check_node(policy, node, scope, stmt_text, allowed)?;
         let tree = serde_json::to_value(raw).map_err(|e| format!("internal error: {e}"))?;
-        check_tree(policy, &tree, scope, &mut allowed)?;
+        check_tree(policy, &tree, scope, allowed)?;
     }
-    Ok(allowed)
+    Ok(())
 }
 
 /// Checks an expression or statement parsed in a PL/pgSQL parse mode: calls and relations
@@ -89,21 +102,10 @@ pub(super) fn check_nested(
     allowed: &mut Allowed,
 ) -> Result<(), String> {
     let parsed = pg_query::parse(text, 0).map_err(|e| format!("pgtenant could not parse ({e})"))?;
-    for raw in &parsed.protobuf.stmts {
-        let node = raw
-            .stmt
-            .as_ref()
-            .and_then(|n| n.node.as_ref())
-            .ok_or("empty statement")?;
-        let scope = Scope {
-            last: false,
-            params_bindable: false,
-        };
-        check_node(policy, node, scope, text, allowed)?;
-        let tree = serde_json::to_value(raw).map_err(|e| format!("internal error: {e}"))?;
-        check_tree(policy, &tree, scope, allowed)?;
-    }
-    Ok(())
+    check_statements(policy, text, &parsed, allowed, |_, _| Scope {
+        last: false,
+        params_bindable: false,
+    })
 }
 
 const DDL: &str = "statements that change the shared schema affect every tenant; run them on a \
