@@ -35,26 +35,7 @@ enum Command {
     HashPassword,
     /// Print the SQL that makes a table tenant-safe under shared placement (forced row-level
     /// security, a policy on the tenant setting, a column default). Apply it with psql.
-    Rls {
-        /// The table, optionally schema-qualified, as SQL spells it: items, app."Orders".
-        #[arg(long)]
-        table: String,
-        /// The tenant column.
-        #[arg(long)]
-        column: String,
-        /// The setting pgtenant sets to the tenant's context value (tenancy.guc).
-        #[arg(long, default_value = pgtenant::audit::rls::DEFAULT_GUC)]
-        guc: String,
-        /// The SQL type of the tenant column, e.g. uuid or bigint.
-        #[arg(long = "type", default_value = pgtenant::audit::rls::DEFAULT_TYPE)]
-        sql_type: String,
-        /// Trust the setting only when pgtenant's HMAC signature (<guc>_sig) verifies.
-        #[arg(long)]
-        signed: bool,
-        /// The policy's name.
-        #[arg(long, default_value = pgtenant::audit::rls::DEFAULT_POLICY)]
-        policy_name: String,
-    },
+    Rls(pgtenant::audit::rls::RlsOptions),
     /// Connect to every shard hosting a shared database and report what would let a tenant
     /// see another's rows. Exit code: 0 nothing found, 1 findings, 2 config error or a shard
     /// that could not be audited.
@@ -89,33 +70,16 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
-        Command::Rls {
-            table,
-            column,
-            guc,
-            sql_type,
-            signed,
-            policy_name,
-        } => {
-            let opts = pgtenant::audit::rls::RlsOptions {
-                table,
-                column,
-                guc,
-                sql_type,
-                signed,
-                policy_name,
-            };
-            match pgtenant::audit::rls::generate(&opts) {
-                Ok(sql) => {
-                    print!("{sql}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("pgtenant: {e}");
-                    ExitCode::from(2)
-                }
+        Command::Rls(opts) => match pgtenant::audit::rls::generate(&opts) {
+            Ok(sql) => {
+                print!("{sql}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("pgtenant: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config } => check(&config),
         Command::Demo { port } => {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

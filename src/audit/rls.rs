@@ -18,20 +18,26 @@ pub const DEFAULT_TYPE: &str = "text";
 /// The policy name when none is given.
 pub const DEFAULT_POLICY: &str = "tenant_isolation";
 
-/// What to generate, as given on the command line.
-#[derive(Debug, Clone)]
+/// What to generate, as given on the command line (`pgtenant rls`'s arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RlsOptions {
-    /// The table, optionally schema-qualified, as SQL spells it (`app."Orders"`).
+    /// The table, optionally schema-qualified, as SQL spells it: items, app."Orders".
+    #[arg(long)]
     pub table: String,
     /// The tenant column.
+    #[arg(long)]
     pub column: String,
-    /// The setting pgtenant sets to the tenant's context value.
+    /// The setting pgtenant sets to the tenant's context value (tenancy.guc).
+    #[arg(long, default_value = DEFAULT_GUC)]
     pub guc: String,
-    /// The SQL type of the tenant column (`text`, `uuid`, `bigint`...).
+    /// The SQL type of the tenant column, e.g. uuid or bigint.
+    #[arg(long = "type", default_value = DEFAULT_TYPE)]
     pub sql_type: String,
-    /// Trust the setting only with a valid `<guc>_sig` signature.
+    /// Trust the setting only when pgtenant's HMAC signature (<guc>_sig) verifies.
+    #[arg(long)]
     pub signed: bool,
     /// The policy's name.
+    #[arg(long, default_value = DEFAULT_POLICY)]
     pub policy_name: String,
 }
 
