@@ -270,3 +270,15 @@ pub fn rls_sql(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Every row of `items` in `db` was written by its own tenant: its name starts with the
+/// `tenant_id` the row carries (read as the superuser, past row-level security).
+pub fn assert_every_row_carries_its_writers_tenant(db: &str) {
+    let bad = cluster()
+        .psql(
+            db,
+            "SELECT count(*) FROM items WHERE name NOT LIKE tenant_id || '-%'",
+        )
+        .expect("check");
+    assert_eq!(bad, "0", "rows in {db} carry another tenant's id");
+}
