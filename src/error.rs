@@ -30,6 +30,17 @@ pub(crate) const INVALID_STATEMENT_NAME: &str = "26000";
 pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
 /// `57014` query_canceled: `query_wait_timeout` expired.
 pub(crate) const QUERY_CANCELED: &str = "57014";
+/// `57P05` idle_session_timeout: a client idle longer than `client_idle_timeout`.
+pub(crate) const IDLE_SESSION_TIMEOUT: &str = "57P05";
+/// `25P03` idle_in_transaction_session_timeout: a client idle inside a transaction longer
+/// than `idle_transaction_timeout`.
+pub(crate) const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+/// `F0000` config_file_error: `RELOAD` found an invalid configuration (the old one stays).
+pub(crate) const CONFIG_FILE_ERROR: &str = "F0000";
+/// `0A000` feature_not_supported: the admin console got an extended-protocol message.
+pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `55000` object_not_in_prerequisite_state: `RESUME` of something not paused or suspended.
+pub(crate) const OBJECT_NOT_IN_STATE: &str = "55000";
 /// `XX000` internal_error: a bug or an unexpected upstream answer.
 pub(crate) const INTERNAL_ERROR: &str = "XX000";
 

@@ -14,12 +14,14 @@
 //! - `session`: per-connection driver; the one place that writes errors to clients.
 //! - `auth`, `tenant`, `routing`, `pool`, `backend`, `relay`, `cancel`: the stages.
 //! - `guard`: the shared-placement statement guard the relay consults for every statement.
-//! - [`server`]: accept loop, client limit, shutdown fan-out.
+//! - [`server`]: accept loop, client limit, reload, shutdown fan-out.
+//! - `admin`: the console (database `pgtenant`); `metrics`: Prometheus `/metrics`.
 //! - [`testing`]: throwaway real PostgreSQL clusters for tests and `demo`.
 //! - [`audit`]: the `rls` and `check` commands (SQL for row-level security, shard audit); not
 //!   part of the proxy's path.
 #![deny(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
 
+pub(crate) mod admin;
 pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod backend;
@@ -28,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub(crate) mod error;
 pub(crate) mod guard;
+pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod protocol;
 pub(crate) mod relay;

@@ -45,27 +45,41 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Log lines to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON objects.
+fn init_logs(json: bool) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::HashPassword => hash_password(),
-        Command::Run { config } => {
-            let config = match pgtenant::config::Config::load(&config) {
+        Command::HashPassword => {
+            init_logs(false);
+            hash_password()
+        }
+        Command::Run { config: path } => {
+            let config = match pgtenant::config::Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("pgtenant: {e}");
                     return ExitCode::from(2);
                 }
             };
+            init_logs(config.log_json());
             let workers = config.workers();
+            // The file is read again at start (and on every reload) so that one path is used.
+            drop(config);
             with_runtime(workers, async move {
-                pgtenant::server::run_until_signal(config)
+                pgtenant::server::run_until_signal(&path)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -80,8 +94,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { config } => check(&config),
+        Command::Check { config } => {
+            init_logs(false);
+            check(&config)
+        }
         Command::Demo { port } => {
+            init_logs(false);
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
             with_runtime(workers, async move { pgtenant::demo::run(port).await })
         }

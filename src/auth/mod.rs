@@ -27,6 +27,23 @@ pub(crate) enum AuthError {
     Jwt(#[from] JwtError),
     #[error("too many failed logins from this address: try again in {0} s (auth.lockout)")]
     LockedOut(u64),
+    #[error("user \"{0}\" may not use the admin console (set admin = true for it)")]
+    NotAdmin(String),
+}
+
+impl AuthError {
+    /// The `reason` label of `pgtenant_auth_failures_total`, or `None` when this is not a
+    /// failed credential (a refusal of a tenant counts as a tenant rejection instead).
+    pub(crate) fn failure_reason(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Failed(_) => Some("password"),
+            AuthError::Protocol(_) | AuthError::Mechanism(_) => Some("protocol"),
+            AuthError::Jwt(_) => Some("token"),
+            AuthError::LockedOut(_) => Some("locked_out"),
+            AuthError::NotAdmin(_) => Some("not_admin"),
+            AuthError::TenantNotAllowed { .. } => None,
+        }
+    }
 }
 
 impl ClientFacing for AuthError {
@@ -34,7 +51,9 @@ impl ClientFacing for AuthError {
         let code = match self {
             AuthError::Failed(_) => INVALID_PASSWORD,
             AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
-            AuthError::TenantNotAllowed { .. } | AuthError::LockedOut(_) => INVALID_AUTHORIZATION,
+            AuthError::TenantNotAllowed { .. }
+            | AuthError::LockedOut(_)
+            | AuthError::NotAdmin(_) => INVALID_AUTHORIZATION,
             AuthError::Jwt(e) => return e.to_client(),
         };
         ClientError::new(code, self.to_string())

@@ -95,8 +95,21 @@ pub(crate) struct ServerSettings {
     pub(crate) max_tenant_clients: usize,
     pub(crate) client_login_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// SIGINT: how long running transactions get before clients are closed.
+    pub(crate) fast_shutdown_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU.
     pub(crate) workers: usize,
+    /// Where Prometheus scrapes `/metrics`; `None` turns the endpoint off.
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Label metrics by tenant (`all`) or not (`none`, bounded cardinality).
+    pub(crate) tenant_labels: bool,
+    /// Log lines as JSON objects instead of text.
+    pub(crate) log_json: bool,
+    /// A client idle (outside a transaction) this long is closed; zero: never.
+    pub(crate) client_idle_timeout: Duration,
+    /// A client idle inside a transaction this long is closed and its transaction rolled
+    /// back; zero: never.
+    pub(crate) idle_transaction_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +177,8 @@ pub(crate) struct TenantEntry {
     pub(crate) context: String,
     pub(crate) status: TenantStatus,
     pub(crate) rule: Rule,
+    /// Clients at once; `None`: `server.max_tenant_clients`.
+    pub(crate) max_clients: Option<usize>,
 }
 
 /// A pgtenant user (client side).
@@ -172,6 +187,8 @@ pub(crate) struct User {
     pub(crate) verifier: Verifier,
     /// `None` means all tenants (`"*"`).
     pub(crate) tenants: Option<Vec<String>>,
+    /// May use the admin console.
+    pub(crate) admin: bool,
 }
 
 /// The validated, immutable configuration.
@@ -236,6 +253,11 @@ impl Config {
     /// The address clients connect to.
     pub fn listen(&self) -> SocketAddr {
         self.server.listen
+    }
+
+    /// Logs as JSON lines (`server.log_format = "json"`).
+    pub fn log_json(&self) -> bool {
+        self.server.log_json
     }
 }
 

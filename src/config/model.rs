@@ -26,7 +26,13 @@ pub(crate) struct RawServer {
     pub(crate) max_tenant_clients: u32,
     pub(crate) client_login_timeout: f64,
     pub(crate) shutdown_timeout: f64,
+    pub(crate) fast_shutdown_timeout: f64,
     pub(crate) workers: u32,
+    pub(crate) metrics_addr: String,
+    pub(crate) tenant_labels: String,
+    pub(crate) log_format: String,
+    pub(crate) client_idle_timeout: f64,
+    pub(crate) idle_transaction_timeout: f64,
 }
 
 impl Default for RawServer {
@@ -37,7 +43,13 @@ impl Default for RawServer {
             max_tenant_clients: 0,
             client_login_timeout: 15.0,
             shutdown_timeout: 30.0,
+            fast_shutdown_timeout: 3.0,
             workers: 0,
+            metrics_addr: "127.0.0.1:9930".into(),
+            tenant_labels: "all".into(),
+            log_format: "text".into(),
+            client_idle_timeout: 0.0,
+            idle_transaction_timeout: 0.0,
         }
     }
 }
@@ -159,6 +171,8 @@ pub(crate) struct RawTenant {
     pub(crate) status: String,
     pub(crate) pool_mode: Option<String>,
     pub(crate) pool_size: Option<u32>,
+    /// Clients of this tenant at once (overrides `server.max_tenant_clients`).
+    pub(crate) max_clients: Option<u32>,
 }
 
 fn default_status() -> String {
@@ -171,6 +185,9 @@ pub(crate) struct RawUser {
     pub(crate) password: String,
     #[serde(default = "all_tenants")]
     pub(crate) tenants: Vec<String>,
+    /// May use the admin console (database `pgtenant`).
+    #[serde(default)]
+    pub(crate) admin: bool,
 }
 
 fn all_tenants() -> Vec<String> {

@@ -27,7 +27,45 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             raw.server.client_login_timeout,
         )?,
         shutdown_timeout: seconds("server.shutdown_timeout", raw.server.shutdown_timeout)?,
+        fast_shutdown_timeout: seconds(
+            "server.fast_shutdown_timeout",
+            raw.server.fast_shutdown_timeout,
+        )?,
         workers: raw.server.workers as usize,
+        metrics_addr: match raw.server.metrics_addr.as_str() {
+            "" | "off" => None,
+            addr => Some(addr.parse().map_err(|e| {
+                ConfigError::invalid(
+                    "server.metrics_addr",
+                    format!("{e}: give host:port, or \"off\""),
+                )
+            })?),
+        },
+        tenant_labels: match raw.server.tenant_labels.as_str() {
+            "all" => true,
+            "none" => false,
+            other => {
+                return Err(ConfigError::invalid(
+                    "server.tenant_labels",
+                    format!("{other:?}: use \"all\" or \"none\""),
+                ));
+            }
+        },
+        log_json: match raw.server.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "server.log_format",
+                    format!("{other:?}: use \"text\" or \"json\""),
+                ));
+            }
+        },
+        client_idle_timeout: seconds("server.client_idle_timeout", raw.server.client_idle_timeout)?,
+        idle_transaction_timeout: seconds(
+            "server.idle_transaction_timeout",
+            raw.server.idle_transaction_timeout,
+        )?,
     };
     let tls = raw.tls.map(|t| TlsSettings {
         cert_file: resolve_path(base, &t.cert_file),
@@ -445,6 +483,12 @@ fn tenants(
                 "a tenant name is 1-63 characters of a-z, A-Z, 0-9, _ and -",
             ));
         }
+        if name == crate::admin::DATABASE {
+            return Err(ConfigError::invalid(
+                &key,
+                "this name is the admin console's database; choose another",
+            ));
+        }
         let candidates = match &t.shard {
             Some(s) => vec![known_shard(&format!("{key}.shard"), s, shards)?],
             None => shards.keys().cloned().collect(),
@@ -485,6 +529,7 @@ fn tenants(
                 context,
                 status,
                 rule,
+                max_clients: t.max_clients.map(|m| m as usize),
             },
         );
     }
@@ -508,7 +553,14 @@ fn users(raw: BTreeMap<String, RawUser>) -> Result<HashMap<String, User>, Config
         } else {
             Some(u.tenants)
         };
-        out.insert(name, User { verifier, tenants });
+        out.insert(
+            name,
+            User {
+                verifier,
+                tenants,
+                admin: u.admin,
+            },
+        );
     }
     Ok(out)
 }

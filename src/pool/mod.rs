@@ -3,6 +3,7 @@
 
 mod checkout;
 mod reaper;
+pub(crate) mod stats;
 
 pub(crate) use checkout::Checkout;
 
@@ -71,6 +72,7 @@ impl Pools {
                     key: route.key.clone(),
                     shard: route.shard.clone(),
                     permits: Arc::new(Semaphore::new(route.pool_size)),
+                    size: route.pool_size,
                     idle: Mutex::new(Vec::new()),
                     params: OnceLock::new(),
                     settings: self.settings.clone(),
@@ -78,6 +80,9 @@ impl Pools {
             })
             .clone()
     }
+
+    /// New pool settings (replaced by the pool branch's implementation at merge).
+    pub(crate) fn reconfigure(&self, _settings: PoolSettings) {}
 
     fn all(&self) -> Vec<Arc<Pool>> {
         self.map.iter().map(|e| e.value().clone()).collect()
@@ -89,6 +94,7 @@ pub(crate) struct Pool {
     pub(crate) key: PoolKey,
     shard: Arc<Shard>,
     permits: Arc<Semaphore>,
+    size: usize,
     idle: Mutex<Vec<ServerConn>>,
     params: OnceLock<ServerParams>,
     settings: PoolSettings,

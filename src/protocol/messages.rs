@@ -3,7 +3,10 @@
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::Message;
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
 };
@@ -96,6 +99,65 @@ pub(crate) fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
 
 pub(crate) fn ready_for_query_idle(buf: &mut BytesMut) {
     put(&ReadyForQuery::new(TransactionStatus::Idle), buf);
+}
+
+/// Type of a column pgtenant returns itself (admin console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnType {
+    Text,
+    Int8,
+}
+
+/// `RowDescription` for text-format columns.
+pub(crate) fn row_description(buf: &mut BytesMut, columns: &[(&str, ColumnType)]) {
+    let fields = columns
+        .iter()
+        .map(|(name, ty)| {
+            let (oid, size) = match ty {
+                ColumnType::Text => (25, -1),
+                ColumnType::Int8 => (20, 8),
+            };
+            FieldDescription::new((*name).to_owned(), 0, 0, oid, size, -1, 0)
+        })
+        .collect();
+    put(&RowDescription::new(fields), buf);
+}
+
+/// `DataRow` of text-format values (`None` is NULL).
+pub(crate) fn data_row(buf: &mut BytesMut, values: &[Option<String>]) {
+    let mut data = BytesMut::new();
+    for v in values {
+        match v {
+            Some(s) => {
+                data.put_i32(s.len() as i32);
+                data.put_slice(s.as_bytes());
+            }
+            None => data.put_i32(-1),
+        }
+    }
+    put(&DataRow::new(data, values.len() as i16), buf);
+}
+
+/// `EmptyQueryResponse`: the answer to an empty query string.
+pub(crate) fn empty_query(buf: &mut BytesMut) {
+    put(&pgwire::messages::response::EmptyQueryResponse::new(), buf);
+}
+
+pub(crate) fn command_complete(buf: &mut BytesMut, tag: &str) {
+    put(&CommandComplete::new(tag.to_owned()), buf);
+}
+
+/// `NoticeResponse` (severity NOTICE) with a message.
+pub(crate) fn notice(buf: &mut BytesMut, message: &str) {
+    put(
+        &NoticeResponse::new(vec![
+            (b'S', "NOTICE".to_owned()),
+            (b'V', "NOTICE".to_owned()),
+            (b'C', "00000".to_owned()),
+            (b'M', message.to_owned()),
+        ]),
+        buf,
+    );
 }
 
 /// Tells a client asking for protocol 3.x (x > 0) that 3.0 is spoken, and which `_pq_`

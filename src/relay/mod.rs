@@ -7,6 +7,7 @@
 //! locks across `.await` here.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -21,18 +22,24 @@ use prepared::{Prepared, Statements, cstr};
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{
-    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, INSUFFICIENT_PRIVILEGE,
-    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION, SYNTAX_ERROR,
+    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, IDLE_IN_TRANSACTION_TIMEOUT,
+    IDLE_SESSION_TIMEOUT, INSUFFICIENT_PRIVILEGE, INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION,
+    SYNTAX_ERROR,
 };
 use crate::guard::{Effects, Guard, Rejection, Source, Verdict};
+use crate::metrics::stats::Tally;
+use crate::metrics::{StatsKey, TenantStats, kind};
 use crate::pool::Checkout;
+use crate::pool::PoolError;
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
 use crate::routing::Route;
 use crate::routing::signing::Signing;
 use crate::server::Shared;
-use crate::session::login::LoggedIn;
+use crate::session::login::{self, LoggedIn};
+use crate::session::registry::{ClientInfo, ClientState, Stop};
 use crate::stream::ClientStream;
+use crate::tenant::holds;
 
 /// Stop reading one side while this much is queued for the other (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
@@ -42,8 +49,6 @@ const HIGH_WATER: usize = 256 * 1024;
 pub(crate) enum Outcome {
     #[error("client left")]
     ClientLeft,
-    #[error("pgtenant shutting down")]
-    Shutdown,
     #[error("server connection lost: {0}")]
     ServerLost(String),
     #[error("tenant setup statement failed: {0}")]
@@ -54,6 +59,33 @@ pub(crate) enum Outcome {
     NoServer(String),
     #[error("client connection failed: {0}")]
     ClientIo(String),
+    #[error("closed: {0}")]
+    Stopped(String),
+    #[error("idle too long: {0}")]
+    IdleTimeout(&'static str),
+}
+
+impl Outcome {
+    /// The `kind` of `pgtenant_errors_total` this ending counts as, if it is an error.
+    fn error_kind(&self) -> Option<&'static str> {
+        match self {
+            Outcome::ClientLeft | Outcome::ClientIo(_) => None,
+            Outcome::ServerLost(_) => Some(kind::SERVER_LOST),
+            Outcome::SetupFailed(_) => Some(kind::SETUP_FAILED),
+            Outcome::Protocol(_) => Some(kind::PROTOCOL),
+            Outcome::NoServer(_) => None,
+            Outcome::Stopped(_) => Some(kind::CLOSED_BY_ADMIN),
+            Outcome::IdleTimeout(_) => Some(kind::IDLE_TIMEOUT),
+        }
+    }
+}
+
+/// What a session moved, for its disconnect log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) transactions: u64,
 }
 
 /// Why an attachment ended.
@@ -68,6 +100,12 @@ enum Pump {
     SetupFailed(Bytes),
     Protocol(String),
     ClientIo(String),
+    /// The operator (or shutdown) asked the session to end.
+    Stopped,
+    /// The client sat idle past a timeout; the error is queued in `cout`.
+    IdleTimeout {
+        in_transaction: bool,
+    },
 }
 
 /// Buffers and protocol state of one client session.
@@ -116,6 +154,19 @@ struct Relay {
     unnamed_here: bool,
     /// The rest of the current client message is dropped, not forwarded (refused).
     c_drop: bool,
+    /// Counted since the last flush into the tenant's statistics.
+    tally: Tally,
+    /// Statements the guard refused since the last flush.
+    refused: u64,
+    /// When the running transaction's first client message was seen.
+    xact_start: Option<Instant>,
+    /// The tenant's statistics (transaction durations are recorded as they end).
+    stats: Arc<TenantStats>,
+    /// Whole-session totals (for the disconnect log line).
+    totals: Totals,
+    /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
+    idle_timeout: Duration,
+    idle_xact_timeout: Duration,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -139,7 +190,7 @@ fn needs_whole(tag: u8) -> bool {
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
 
 impl Relay {
-    fn new(route: &Route, guard: Option<Guard>) -> Self {
+    fn new(route: &Route, guard: Option<Guard>, stats: Arc<TenantStats>) -> Self {
         let track_context = route.setup_sql.is_some();
         Relay {
             cin: BytesMut::with_capacity(16 * 1024),
@@ -164,7 +215,32 @@ impl Relay {
             unnamed_verdict: None,
             unnamed_here: false,
             c_drop: false,
+            tally: Tally::default(),
+            refused: 0,
+            xact_start: None,
+            stats,
+            totals: Totals::default(),
+            idle_timeout: Duration::ZERO,
+            idle_xact_timeout: Duration::ZERO,
         }
+    }
+
+    /// Moves to a new route after a reload (same tenant, possibly another place).
+    fn set_route(&mut self, route: &Route, guard: Option<Guard>, stats: Arc<TenantStats>) {
+        self.flush_stats();
+        self.track_context = route.setup_sql.is_some();
+        self.guard = guard;
+        self.setup = route.setup_sql.clone();
+        self.signing = route.signing.clone();
+        self.stats = stats;
+    }
+
+    /// Adds what was counted to the tenant's statistics.
+    fn flush_stats(&mut self) {
+        self.totals.bytes_received += self.tally.bytes_received;
+        self.totals.bytes_sent += self.tally.bytes_sent;
+        self.totals.transactions += self.tally.transactions;
+        self.stats.add(&mut self.tally);
     }
 
     /// Queues `reason` as the client's error in place of one request: the request is
@@ -207,6 +283,7 @@ impl Relay {
     fn reject(&mut self, tag: u8, rejection: &Rejection) {
         match rejection {
             Rejection::Refused(reason) => {
+                self.refused += 1;
                 if let Some(g) = &self.guard {
                     tracing::warn!(tenant = %g.tenant, %reason, "statement refused");
                 }
@@ -325,7 +402,10 @@ impl Relay {
 
     /// Makes sure the server has `p` prepared, injecting its Parse (reply hidden) if not.
     fn ensure_prepared(&mut self, conn: &mut ServerConn, p: &Prepared) {
-        if !conn.prepared.contains(&p.server_name) {
+        if conn.prepared.contains(&p.server_name) {
+            self.tally.prepared_hits += 1;
+        } else {
+            self.tally.prepared_misses += 1;
             self.close_if_unknown(conn, p);
             self.sout.extend_from_slice(&p.parse);
             if self.expected.push(Expect::HiddenParse {
@@ -531,6 +611,9 @@ impl Relay {
                     h.len, h.tag as char
                 ));
             }
+            if self.xact_start.is_none() {
+                self.xact_start = Some(Instant::now());
+            }
             if self.guard.is_some()
                 && matches!(
                     h.tag,
@@ -551,6 +634,7 @@ impl Relay {
             let mut forward = true;
             match h.tag {
                 frontend::QUERY => {
+                    self.tally.queries += 1;
                     self.unnamed_here = false;
                     match &self.guard {
                         Some(_) if h.total() > GUARD_QUERY_LIMIT => {
@@ -622,6 +706,7 @@ impl Relay {
                     self.unsynced = false;
                 }
                 frontend::EXECUTE => {
+                    self.tally.queries += 1;
                     self.expected.push(Expect::Execute);
                     self.unsynced = true;
                 }
@@ -700,6 +785,9 @@ impl Relay {
                 && let Some(status) = messages::ready_status(&self.sin[..h.total()])
             {
                 self.status = status;
+                if status == b'I' && !self.s_hide {
+                    self.transaction_ended();
+                }
             }
             let n = h.total().min(self.sin.len());
             if !self.s_hide {
@@ -713,6 +801,39 @@ impl Relay {
         }
     }
 
+    /// A ReadyForQuery `I` reached the client: one more transaction, and its duration.
+    fn transaction_ended(&mut self) {
+        self.tally.transactions += 1;
+        if let Some(start) = self.xact_start.take() {
+            let d = start.elapsed();
+            self.tally.xact_micros += d.as_micros() as u64;
+            self.stats.transaction(d);
+        }
+    }
+
+    /// The client owes the next message: nothing is queued either way and no reply is due.
+    fn waiting_for_client(&self) -> bool {
+        self.expected.is_empty()
+            && self.sout.is_empty()
+            && self.cout.is_empty()
+            && self.c_rem == 0
+            && self.s_rem == 0
+    }
+
+    /// How long the client may now stay silent (`None`: no limit).
+    fn idle_limit(&self) -> Option<(Duration, bool)> {
+        if !self.waiting_for_client() {
+            return None;
+        }
+        let in_transaction = self.status != b'I' || self.unsynced;
+        let limit = if in_transaction {
+            self.idle_xact_timeout
+        } else {
+            self.idle_timeout
+        };
+        (!limit.is_zero()).then_some((limit, in_transaction))
+    }
+
     /// Relays between the client and one server connection until the attachment ends.
     async fn pump<R, W>(
         &mut self,
@@ -720,6 +841,7 @@ impl Relay {
         cw: &mut W,
         conn: &mut ServerConn,
         mode: PoolMode,
+        control: &ClientInfo,
     ) -> Pump
     where
         R: AsyncRead + Unpin,
@@ -728,21 +850,36 @@ impl Relay {
         if let Err(e) = self.scan_client(conn) {
             return Pump::Protocol(e);
         }
+        // Registered once per attachment; re-armed after each wake-up.
+        let woken = control.wake.notified();
+        tokio::pin!(woken);
         loop {
+            let stop = control.stop();
             if self.at_boundary() {
                 if self.client_gone {
                     return Pump::ClientGone { clean: true };
                 }
-                if mode == PoolMode::Transaction {
+                if mode == PoolMode::Transaction || stop != Stop::No {
                     return Pump::Release;
                 }
             } else if self.client_gone && self.sout.is_empty() {
                 // Left inside a transaction or mid-request: the server is not clean.
                 return Pump::ClientGone { clean: false };
             }
+            if stop == Stop::Now {
+                return Pump::Stopped;
+            }
+            let idle = self.idle_limit();
             let (mut sr, mut sw) = conn.stream.split();
             tokio::select! {
                 biased;
+                () = &mut woken => {
+                    woken.set(control.wake.notified());
+                }
+                () = tokio::time::sleep(idle.map_or(Duration::ZERO, |(d, _)| d)), if idle.is_some() => {
+                    let in_transaction = idle.is_some_and(|(_, t)| t);
+                    return Pump::IdleTimeout { in_transaction };
+                }
                 r = sw.write_buf(&mut self.sout), if !self.sout.is_empty() => {
                     match r {
                         Ok(0) => return Pump::ServerLost("server closed the connection".into()),
@@ -753,7 +890,7 @@ impl Relay {
                 r = cw.write_buf(&mut self.cout), if !self.cout.is_empty() => {
                     match r {
                         Ok(0) => return Pump::ClientGone { clean: false },
-                        Ok(_) => {}
+                        Ok(n) => self.tally.bytes_sent += n as u64,
                         Err(e) => return Pump::ClientIo(e.to_string()),
                     }
                 }
@@ -776,7 +913,8 @@ impl Relay {
                                 return Pump::ClientGone { clean: false };
                             }
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.tally.bytes_received += n as u64;
                             if let Err(e) = self.scan_client(conn) {
                                 return Pump::Protocol(e);
                             }
@@ -800,80 +938,204 @@ async fn send_error<W: AsyncWrite + Unpin>(cw: &mut W, pending: &mut BytesMut, e
     let _ = cw.shutdown().await;
 }
 
-/// Runs a logged-in client until it leaves.
-pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) -> Outcome {
-    let LoggedIn {
-        route,
-        pool,
-        cancel,
-        first,
-        ..
-    } = login;
-    let mut shutdown = shared.shutdown.clone();
-    let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
-        tokio::io::split(stream);
-    let guard = route.guarded.then(|| Guard {
-        cache: shared.guard_cache.clone(),
+/// The statistics of `route`'s tenant on `route`'s pool.
+fn stats_for(shared: &Shared, route: &Route) -> Arc<TenantStats> {
+    shared.metrics.session(StatsKey {
+        tenant: route.tenant.clone(),
+        shard: route.key.shard.clone(),
+        database: route.key.database.clone(),
+    })
+}
+
+/// The shared-placement guard for `route`, if it is guarded.
+fn guard_for(shared: &Shared, route: &Route) -> Option<Guard> {
+    route.guarded.then(|| Guard {
+        cache: shared.snapshot().guard_cache.clone(),
         context: route.context.clone(),
         tenant: route.tenant.clone(),
-    });
-    let mut relay = Relay::new(&route, guard);
+    })
+}
+
+/// What the client is told when the operator ends its session.
+fn stop_error(control: &ClientInfo) -> ClientError {
+    control
+        .stop_reason()
+        .unwrap_or_else(|| ClientError::new(ADMIN_SHUTDOWN, "pgtenant closed this connection"))
+}
+
+/// Runs a logged-in client until it leaves.
+pub(crate) async fn run(
+    shared: &Shared,
+    stream: ClientStream,
+    login: LoggedIn,
+    control: &ClientInfo,
+) -> (Outcome, Totals) {
+    let mut relay = Relay::new(
+        &login.route,
+        guard_for(shared, &login.route),
+        stats_for(shared, &login.route),
+    );
+    let outcome = session(shared, stream, login, control, &mut relay).await;
+    relay.flush_stats();
+    if let Some(kind) = outcome.error_kind() {
+        shared.metrics.error(Some(&control.tenant), kind);
+    }
+    (outcome, relay.totals)
+}
+
+async fn session(
+    shared: &Shared,
+    stream: ClientStream,
+    login: LoggedIn,
+    control: &ClientInfo,
+    relay: &mut Relay,
+) -> Outcome {
+    let LoggedIn {
+        mut route,
+        mut pool,
+        cancel,
+        first,
+        user,
+        tenant,
+        jwt_role,
+        ..
+    } = login;
+    let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
+        tokio::io::split(stream);
+    let mut snapshot = shared.snapshot();
+    relay.idle_timeout = snapshot.config.server.client_idle_timeout;
+    relay.idle_xact_timeout = snapshot.config.server.idle_transaction_timeout;
+    let mut paused = shared.holds.subscribe();
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
         relay.attach(c.conn(), &route);
         cancel.set(Some(&c.conn().cancel));
+        control.set_state(ClientState::Active);
     }
     loop {
         let mut checkout = match attached.take() {
             Some(c) => c,
             None => {
-                // Detached: flush, then wait for the client's next message (or shutdown).
+                control.set_state(ClientState::Idle);
+                if relay.refused > 0 {
+                    shared
+                        .metrics
+                        .errors(Some(&route.tenant), kind::GUARD, relay.refused);
+                    relay.refused = 0;
+                }
+                // Detached: flush, then wait for the client's next message.
                 if !relay.cout.is_empty() {
                     if let Err(e) = cw.write_all(&relay.cout).await {
                         return Outcome::ClientIo(e.to_string());
                     }
+                    relay.tally.bytes_sent += relay.cout.len() as u64;
                     relay.cout.clear();
                 }
                 while Header::parse(&relay.cin).is_none() {
-                    if *shutdown.borrow() {
-                        let err = ClientError::new(ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                    if control.stop() != Stop::No {
+                        let err = stop_error(control);
                         send_error(&mut cw, &mut relay.cout, &err).await;
-                        return Outcome::Shutdown;
+                        return Outcome::Stopped(err.message);
                     }
+                    let idle = relay.idle_timeout;
                     tokio::select! {
                         r = cr.read_buf(&mut relay.cin) => match r {
                             Ok(0) | Err(_) => return Outcome::ClientLeft,
-                            Ok(_) => {}
+                            Ok(n) => relay.tally.bytes_received += n as u64,
                         },
-                        r = shutdown.changed() => {
-                            if r.is_err() {
-                                return Outcome::Shutdown;
-                            }
+                        () = control.wake.notified() => {}
+                        () = tokio::time::sleep(idle), if !idle.is_zero() => {
+                            let err = ClientError::new(
+                                IDLE_SESSION_TIMEOUT,
+                                "terminating connection due to idle timeout (client_idle_timeout)",
+                            );
+                            send_error(&mut cw, &mut relay.cout, &err).await;
+                            return Outcome::IdleTimeout("client_idle_timeout");
                         }
                     }
                 }
                 if relay.cin[0] == frontend::TERMINATE {
                     return Outcome::ClientLeft;
                 }
-                let mut c = match pool.checkout(&route.tenant).await {
+                // A reload since the last transaction: place the tenant again.
+                if shared.generation() != snapshot.generation {
+                    snapshot = shared.snapshot();
+                    let config = &snapshot.config;
+                    match login::place(shared, config, &user, &tenant, jwt_role.as_deref()) {
+                        Ok(r) => {
+                            if r.key != route.key {
+                                tracing::info!(tenant = %r.tenant, shard = %r.key.shard, database = %r.key.database, "tenant moved by reload");
+                            }
+                            route = r;
+                            pool = shared.pools.get(&route);
+                            control.set_pool(route.key.clone());
+                            relay.set_route(
+                                &route,
+                                guard_for(shared, &route),
+                                stats_for(shared, &route),
+                            );
+                            relay.idle_timeout = config.server.client_idle_timeout;
+                            relay.idle_xact_timeout = config.server.idle_transaction_timeout;
+                        }
+                        Err(e) => {
+                            let err = e.to_client();
+                            send_error(&mut cw, &mut relay.cout, &err).await;
+                            return Outcome::Stopped(err.message);
+                        }
+                    }
+                }
+                control.set_state(ClientState::Waiting);
+                let waited = Instant::now();
+                if shared.holds.is_paused(&route.tenant) {
+                    tokio::select! {
+                        () = holds::until_resumed(&mut paused, &route.tenant) => {}
+                        () = async { while control.stop() == Stop::No { control.wake.notified().await } } => {
+                            let err = stop_error(control);
+                            send_error(&mut cw, &mut relay.cout, &err).await;
+                            return Outcome::Stopped(err.message);
+                        }
+                    }
+                }
+                let checked_out = tokio::select! {
+                    r = pool.checkout(&route.tenant) => r,
+                    () = async { while control.stop() == Stop::No { control.wake.notified().await } } => {
+                        let err = stop_error(control);
+                        send_error(&mut cw, &mut relay.cout, &err).await;
+                        return Outcome::Stopped(err.message);
+                    }
+                };
+                let mut c = match checked_out {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(tenant = %route.tenant, error = %e, "no server connection");
+                        let kind = match e {
+                            PoolError::WaitTimeout { .. } => kind::POOL_TIMEOUT,
+                            PoolError::Backend(_) => kind::SHARD_UNAVAILABLE,
+                        };
+                        shared.metrics.error(Some(&route.tenant), kind);
                         send_error(&mut cw, &mut relay.cout, &e.to_client()).await;
                         return Outcome::NoServer(e.to_string());
                     }
                 };
+                relay.stats.waited(waited.elapsed());
+                control.set_state(ClientState::Active);
                 relay.attach(c.conn(), &route);
                 cancel.set(Some(&c.conn().cancel));
                 c
             }
         };
         let result = relay
-            .pump(&mut cr, &mut cw, checkout.conn(), route.mode)
+            .pump(&mut cr, &mut cw, checkout.conn(), route.mode, control)
             .await;
         cancel.set(None);
         match result {
-            Pump::Release => checkout.release(),
+            Pump::Release => {
+                if route.mode == PoolMode::Session {
+                    checkout.conn().needs_reset = true;
+                }
+                checkout.release();
+                relay.flush_stats();
+            }
             Pump::ClientGone { clean } => {
                 if clean {
                     if route.mode == PoolMode::Session {
@@ -885,6 +1147,38 @@ pub(crate) async fn run(shared: &Shared, stream: ClientStream, login: LoggedIn) 
                 // back whatever the client left open.
                 let _ = cw.write_all(&relay.cout).await;
                 return Outcome::ClientLeft;
+            }
+            Pump::Stopped => {
+                // Inside a transaction: dropping the checkout closes the server connection,
+                // which rolls it back.
+                drop(checkout);
+                if relay.s_rem != 0 {
+                    // Mid-message to the client: an error now would garble it.
+                    let _ = cw.shutdown().await;
+                    return Outcome::Stopped(stop_error(control).message);
+                }
+                let err = stop_error(control);
+                send_error(&mut cw, &mut relay.cout, &err).await;
+                return Outcome::Stopped(err.message);
+            }
+            Pump::IdleTimeout { in_transaction } => {
+                let (code, message, which) = if in_transaction {
+                    (
+                        IDLE_IN_TRANSACTION_TIMEOUT,
+                        "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)",
+                        "idle_transaction_timeout",
+                    )
+                } else {
+                    checkout.conn().needs_reset = true;
+                    checkout.release();
+                    (
+                        IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to idle timeout (client_idle_timeout)",
+                        "client_idle_timeout",
+                    )
+                };
+                send_error(&mut cw, &mut relay.cout, &ClientError::new(code, message)).await;
+                return Outcome::IdleTimeout(which);
             }
             Pump::ServerLost(reason) => {
                 let shard = &route.key.shard;

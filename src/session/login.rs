@@ -19,7 +19,7 @@ use crate::protocol::header::{Header, frontend};
 use crate::protocol::messages;
 use crate::protocol::startup::StartupParams;
 use crate::routing::{Route, route};
-use crate::server::TenantSlot;
+use crate::server::{Shared, TenantSlot};
 use crate::stream::ClientStream;
 use crate::tenant::{TenantError, directory, hint};
 
@@ -29,6 +29,10 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 /// A logged-in client, ready for the relay.
 pub(crate) struct LoggedIn {
     pub(crate) user: String,
+    /// The tenant's name, as the client gave it (a reload places it again by this name).
+    pub(crate) tenant: String,
+    /// The upstream role a JWT chose (kept when a reload places the tenant again).
+    pub(crate) jwt_role: Option<String>,
     pub(crate) route: Route,
     pub(crate) pool: Arc<Pool>,
     pub(crate) cancel: CancelHandle,
@@ -92,25 +96,21 @@ pub(crate) async fn login(
         let names: Vec<&str> = config.tenancy.sources.iter().map(|s| s.as_str()).collect();
         TenantError::Missing(names.join(", "))
     })?;
-    if let Some(user) = config.users.get(&hint.user)
-        && let Some(allowed) = &user.tenants
-        && !allowed.iter().any(|t| t == &tenant_name)
-    {
-        return Err(AuthError::TenantNotAllowed {
-            user: hint.user.clone(),
-            tenant: tenant_name,
-        }
-        .into());
-    }
-    let tenant = directory::lookup(config, &tenant_name)?;
-    let mut route = route(config, &tenant, &hint.user).ok_or(LoginError::NoShard)?;
-    if let Some(role) = jwt_role {
-        // Only ever a value of the configured jwt.roles allowlist.
-        route.key.role = role;
-    }
+    let route = place(
+        &ctx.shared,
+        config,
+        &hint.user,
+        &tenant_name,
+        jwt_role.as_deref(),
+    )?;
+    let max_clients = config
+        .tenants
+        .get(&tenant_name)
+        .and_then(|t| t.max_clients)
+        .unwrap_or(config.server.max_tenant_clients);
     let tenant_slot = ctx
         .shared
-        .tenant_slot(&route.tenant, config.server.max_tenant_clients)
+        .tenant_slot(&route.tenant, max_clients)
         .ok_or_else(|| LoginError::TenantFull(route.tenant.to_string()))?;
     let pool = ctx.shared.pools.get(&route);
     let first = if pool.params().is_none() {
@@ -144,12 +144,88 @@ pub(crate) async fn login(
     };
     Ok(LoggedIn {
         user: hint.user,
+        tenant: tenant_name,
+        jwt_role,
         route,
         pool,
         cancel,
         first,
         _tenant_slot: tenant_slot,
     })
+}
+
+/// Places `tenant` for `user` under `config`: the user's tenant list, console suspensions,
+/// the directory, the route (with the role a JWT chose). Login and reload both use it.
+pub(crate) fn place(
+    shared: &Shared,
+    config: &Config,
+    user: &str,
+    tenant: &str,
+    jwt_role: Option<&str>,
+) -> Result<Route, LoginError> {
+    if let Some(u) = config.users.get(user)
+        && let Some(allowed) = &u.tenants
+        && !allowed.iter().any(|t| t == tenant)
+    {
+        return Err(AuthError::TenantNotAllowed {
+            user: user.to_owned(),
+            tenant: tenant.to_owned(),
+        }
+        .into());
+    }
+    if shared.holds.is_suspended(tenant) {
+        return Err(TenantError::Suspended(tenant.to_owned()).into());
+    }
+    let found = directory::lookup(config, tenant)?;
+    let mut route = route(config, &found, user).ok_or(LoginError::NoShard)?;
+    if let Some(role) = jwt_role {
+        // Only ever a value of the configured jwt.roles allowlist.
+        role.clone_into(&mut route.key.role);
+    }
+    Ok(route)
+}
+
+/// Admin console login: SCRAM for a `[users]` entry marked `admin = true`. Returns the user.
+pub(crate) async fn login_admin(
+    ctx: &SessionCtx,
+    config: &Config,
+    stream: &mut ClientStream,
+    params: &StartupParams,
+) -> Result<String, LoginError> {
+    let user = params.get("user").unwrap_or_default().to_owned();
+    let addr = ctx.peer.ip().to_canonical();
+    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
+        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
+    }
+    let mut out = BytesMut::new();
+    if let Err(e) = authenticate_scram(ctx, config, stream, &user, &mut out).await {
+        if e.to_client().code == INVALID_PASSWORD {
+            ctx.shared.auth_failures.failed(&config.auth_limit, addr);
+        }
+        return Err(e);
+    }
+    if !config.users.get(&user).is_some_and(|u| u.admin) {
+        return Err(AuthError::NotAdmin(user).into());
+    }
+    messages::auth_ok(&mut out);
+    for (name, value) in [
+        ("server_version", "15.0 (pgtenant admin console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        (
+            "application_name",
+            params.get("application_name").unwrap_or_default(),
+        ),
+    ] {
+        messages::parameter_status(&mut out, name, value);
+    }
+    messages::backend_key_data(&mut out, 0, 0);
+    messages::ready_for_query_idle(&mut out);
+    stream.write_all(&out).await.map_err(LoginError::Io)?;
+    Ok(user)
 }
 
 /// Users listed under `[users]` use SCRAM; with `jwt` enabled everyone else gives a JWT.

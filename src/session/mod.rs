@@ -2,6 +2,7 @@
 //! place that writes pgtenant's own errors to clients.
 
 pub(crate) mod login;
+pub(crate) mod registry;
 pub(crate) mod startup;
 
 use std::net::SocketAddr;
@@ -46,6 +47,32 @@ pub(crate) enum LoginError {
     Timeout,
     #[error("client connection lost during login: {0}")]
     Io(std::io::Error),
+}
+
+impl LoginError {
+    /// Counts a refused login in the metrics: a failed credential, a refused tenant, or an
+    /// error of another kind.
+    fn count(&self, metrics: &crate::metrics::Metrics) {
+        use crate::metrics::kind;
+        match self {
+            LoginError::Auth(a) => match a.failure_reason() {
+                Some(reason) => metrics.auth_failure(reason),
+                None => metrics.tenant_rejection("not_allowed"),
+            },
+            LoginError::Tenant(t) => metrics.tenant_rejection(t.reason()),
+            LoginError::TenantFull(_) => metrics.tenant_rejection("too_many_clients"),
+            LoginError::Pool(PoolError::WaitTimeout { .. }) => {
+                metrics.error(None, kind::POOL_TIMEOUT)
+            }
+            LoginError::Pool(PoolError::Backend(_)) | LoginError::NoShard => {
+                metrics.error(None, kind::SHARD_UNAVAILABLE)
+            }
+            LoginError::TooManyClients
+            | LoginError::Unexpected(_)
+            | LoginError::Timeout
+            | LoginError::Io(_) => metrics.error(None, kind::LOGIN),
+        }
+    }
 }
 
 impl ClientFacing for LoginError {
@@ -96,7 +123,29 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         })) => (stream, params, sni),
     };
     if slot.is_none() {
+        shared.metrics.error(None, crate::metrics::kind::LOGIN);
         startup::refuse(&mut stream, &LoginError::TooManyClients.to_client()).await;
+        return;
+    }
+    if params.get("database") == Some(crate::admin::DATABASE) {
+        let login = tokio::time::timeout(
+            config.server.client_login_timeout,
+            login::login_admin(&ctx, &config, &mut stream, &params),
+        )
+        .await
+        .unwrap_or(Err(LoginError::Timeout));
+        match login {
+            Ok(user) => {
+                tracing::info!(peer = %ctx.peer, %user, "admin console login");
+                crate::admin::run(&shared, stream, &user).await;
+                tracing::info!(peer = %ctx.peer, %user, "admin console logout");
+            }
+            Err(e) => {
+                e.count(&shared.metrics);
+                tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "admin login refused");
+                startup::refuse(&mut stream, &e.to_client()).await;
+            }
+        }
         return;
     }
     let login = tokio::time::timeout(
@@ -108,6 +157,7 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
     let logged_in = match login {
         Ok(l) => l,
         Err(e) => {
+            e.count(&shared.metrics);
             tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "login refused");
             if let LoginError::Pool(PoolError::Backend(b)) = &e
                 && let Some(raw) = b.upstream_raw()
@@ -121,15 +171,40 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
             return;
         }
     };
+    let route = &logged_in.route;
+    let tls = stream.is_tls();
     tracing::info!(
         peer = %ctx.peer,
         user = %logged_in.user,
-        tenant = %logged_in.route.tenant,
-        shard = %logged_in.route.key.shard,
-        database = %logged_in.route.key.database,
-        tls = stream.is_tls(),
+        tenant = %route.tenant,
+        shard = %route.key.shard,
+        database = %route.key.database,
+        tls,
         "client logged in"
     );
-    let outcome = relay::run(&shared, stream, logged_in).await;
-    tracing::info!(peer = %ctx.peer, %outcome, "client disconnected");
+    let registered = shared.clients.register(registry::NewClient {
+        id: logged_in.cancel.pid,
+        user: logged_in.user.clone(),
+        tenant: route.tenant.clone(),
+        peer: ctx.peer,
+        tls,
+        mode: route.mode,
+        pool: route.key.clone(),
+    });
+    let info = registered.info.clone();
+    let (outcome, totals) = relay::run(&shared, stream, logged_in, &info).await;
+    let key = info.pool();
+    tracing::info!(
+        peer = %ctx.peer,
+        user = %info.user,
+        tenant = %info.tenant,
+        shard = %key.shard,
+        database = %key.database,
+        duration_s = info.started.elapsed().as_secs_f64(),
+        bytes_received = totals.bytes_received,
+        bytes_sent = totals.bytes_sent,
+        transactions = totals.transactions,
+        %outcome,
+        "client disconnected"
+    );
 }

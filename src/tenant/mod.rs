@@ -3,6 +3,7 @@
 
 pub(crate) mod directory;
 pub(crate) mod hint;
+pub(crate) mod holds;
 pub(crate) mod name;
 
 use crate::error::{
@@ -31,6 +32,20 @@ pub(crate) enum TenantError {
     ForbiddenOption(String),
     #[error("invalid startup options: {0}")]
     BadOptions(String),
+}
+
+impl TenantError {
+    /// The `reason` label of `pgtenant_tenant_rejections_total`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            TenantError::Disagree { .. } => "sources_disagree",
+            TenantError::Missing(_) => "missing",
+            TenantError::Unknown(_) => "unknown",
+            TenantError::Suspended(_) => "suspended",
+            TenantError::ForbiddenOption(_) => "forbidden_option",
+            TenantError::BadOptions(_) => "bad_options",
+        }
+    }
 }
 
 impl ClientFacing for TenantError {

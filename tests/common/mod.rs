@@ -105,8 +105,24 @@ pub fn tenant_toml(name: &str, placement: &str, db: &str, extra: &str) -> String
 }
 
 pub async fn start_proxy(toml: &str) -> Proxy {
-    let config = Config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let toml = with_free_metrics_port(toml);
+    let config = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     Proxy::start(config).await.expect("proxy starts")
+}
+
+/// Tests run many proxies at once: each serves `/metrics` on a free port unless the test
+/// says where.
+pub fn with_free_metrics_port(toml: &str) -> String {
+    let mut doc: toml::Table = toml.parse().unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let server = doc
+        .entry("server")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(server) = server {
+        server
+            .entry("metrics_addr")
+            .or_insert_with(|| toml::Value::String("127.0.0.1:0".into()));
+    }
+    doc.to_string()
 }
 
 /// A tokio-postgres client config for the proxy.

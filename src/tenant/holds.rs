@@ -1,0 +1,89 @@
+//! Operator holds on tenants, set from the admin console: `PAUSE` (new transactions wait
+//! until `RESUME`) and `SUSPEND TENANT` (new connections refused until `RESUME TENANT`).
+//! They live beside the configuration and survive a reload.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dashmap::DashSet;
+use tokio::sync::watch;
+
+/// What is paused.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Paused {
+    pub(crate) all: bool,
+    pub(crate) tenants: HashSet<Arc<str>>,
+}
+
+impl Paused {
+    pub(crate) fn holds(&self, tenant: &str) -> bool {
+        self.all || self.tenants.contains(tenant)
+    }
+}
+
+pub(crate) struct Holds {
+    paused: watch::Sender<Paused>,
+    suspended: DashSet<Arc<str>>,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Holds {
+            paused: watch::Sender::new(Paused::default()),
+            suspended: DashSet::new(),
+        }
+    }
+}
+
+impl Holds {
+    /// `PAUSE` (all tenants when `tenant` is `None`).
+    pub(crate) fn pause(&self, tenant: Option<&str>) {
+        self.paused.send_modify(|p| match tenant {
+            None => p.all = true,
+            Some(t) => {
+                p.tenants.insert(Arc::from(t));
+            }
+        });
+    }
+
+    /// `RESUME`: lifts `PAUSE` (all of them when `tenant` is `None`); false if nothing was
+    /// paused.
+    pub(crate) fn resume(&self, tenant: Option<&str>) -> bool {
+        let mut lifted = false;
+        self.paused.send_modify(|p| match tenant {
+            None => {
+                lifted = p.all || !p.tenants.is_empty();
+                *p = Paused::default();
+            }
+            Some(t) => lifted = p.tenants.remove(t),
+        });
+        lifted
+    }
+
+    pub(crate) fn is_paused(&self, tenant: &str) -> bool {
+        self.paused.borrow().holds(tenant)
+    }
+
+    /// A session's view of the pauses.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Paused> {
+        self.paused.subscribe()
+    }
+
+    pub(crate) fn suspend(&self, tenant: &str) -> bool {
+        self.suspended.insert(Arc::from(tenant))
+    }
+
+    pub(crate) fn unsuspend(&self, tenant: &str) -> bool {
+        self.suspended.remove(tenant).is_some()
+    }
+
+    pub(crate) fn is_suspended(&self, tenant: &str) -> bool {
+        self.suspended.contains(tenant)
+    }
+}
+
+/// Waits while `tenant` is paused.
+pub(crate) async fn until_resumed(rx: &mut watch::Receiver<Paused>, tenant: &str) {
+    // Err only if the sender is gone, i.e. the proxy is: nothing to wait for.
+    let _ = rx.wait_for(|p| !p.holds(tenant)).await;
+}
