@@ -151,6 +151,88 @@ pub async fn try_connect(cfg: tokio_postgres::Config) -> Result<Client, tokio_po
     Ok(client)
 }
 
+/// Connects through the proxy and hands back the connection task, whose result carries a
+/// FATAL error the proxy sends while the client is idle (shutdown, KILL, idle timeouts).
+pub async fn connect_watched(
+    proxy: &Proxy,
+    user: &str,
+    dbname: &str,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = client_config(proxy, user, dbname)
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}/{dbname}: {e:?}"));
+    (client, tokio::spawn(conn))
+}
+
+/// The SQLSTATE a watched connection ended with (see [`connect_watched`]), waiting up to
+/// `secs` seconds for it to end.
+pub async fn ended_with(
+    conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    secs: u64,
+) -> String {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), conn).await {
+        Err(_) => "still open".to_owned(),
+        Ok(Err(e)) => format!("task failed: {e}"),
+        Ok(Ok(Ok(()))) => "closed without error".to_owned(),
+        Ok(Ok(Err(e))) => sqlstate(&e),
+    }
+}
+
+/// `GET /metrics` on the proxy's metrics address: the exposition text.
+pub async fn scrape(proxy: &Proxy) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.metrics_addr().expect("metrics served");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pgtenant\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name{labels}` (labels in any order, all given ones must match),
+/// summed over samples that match; 0 if none.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match key.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Runs `psql` on a blocking thread (for commands that wait, such as `PAUSE`).
+pub fn psql_async(
+    proxy: &Proxy,
+    conninfo: &str,
+    sql: &str,
+) -> impl std::future::Future<Output = (bool, String, String)> + 'static {
+    let (port, conninfo, sql) = (proxy.addr().port(), conninfo.to_owned(), sql.to_owned());
+    let task = tokio::task::spawn_blocking(move || psql_port(port, &conninfo, &sql));
+    async move { task.await.expect("psql thread") }
+}
+
 /// The SQLSTATE of a failed connect or query.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
@@ -160,12 +242,13 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 
 /// Runs `psql` against the proxy; returns (success, stdout, stderr).
 pub fn psql(proxy: &Proxy, conninfo: &str, sql: &str) -> (bool, String, String) {
+    psql_port(proxy.addr().port(), conninfo, sql)
+}
+
+fn psql_port(port: u16, conninfo: &str, sql: &str) -> (bool, String, String) {
     let out = std::process::Command::new("psql")
         .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!(
-            "host=127.0.0.1 port={} {conninfo}",
-            proxy.addr().port()
-        ))
+        .arg(format!("host=127.0.0.1 port={port} {conninfo}"))
         .arg("-c")
         .arg(sql)
         .env("PGPASSWORD", CLIENT_PASSWORD)
