@@ -167,3 +167,56 @@ async fn error_before_the_sync_is_sent_skips_the_rest_of_the_pipeline() {
     assert_eq!(tags(&mut s, &mut buf, true).await, "12DCZ");
     proxy.shutdown().await;
 }
+
+/// With `max_prepared_statements = 2`, a client cycling through five statements on one
+/// server connection gets right answers every time while the server never holds more than
+/// two of pgtenant's statements; the evictions are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_recently_used_statements_are_closed_at_the_limit() {
+    let db = unique("prep_lru");
+    create_db(
+        &db,
+        "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one'), (2, 'two');",
+    );
+    let toml = config_text(&tenant_toml("acme", "database", &db, "pool_size = 1"))
+        .replace("[pool]\n", "[pool]\nmax_prepared_statements = 2\n");
+    let proxy = start_proxy(&toml).await;
+    let c = connect(&proxy, "app.acme", "acme").await;
+    let mut statements = Vec::new();
+    for i in 0..5 {
+        let sql = format!("SELECT v, {i} FROM kv WHERE k = $1");
+        statements.push((i, c.prepare(&sql).await.expect("prepare")));
+    }
+    for round in 0..3 {
+        for (i, s) in &statements {
+            let k = 1 + (round + i) % 2;
+            let row = c.query_one(s, &[&k]).await.expect("execute");
+            let want = if k == 1 { "one" } else { "two" };
+            assert_eq!(row.get::<_, String>(0), want);
+            assert_eq!(row.get::<_, i32>(1), *i);
+            let held = c
+                .simple_query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgt_%'")
+                .await
+                .expect("count");
+            let held: i64 = match &held[1] {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).expect("count").parse().expect("number")
+                }
+                other => panic!("{other:?}"),
+            };
+            assert!(held <= 2, "the server holds {held} statements");
+        }
+    }
+    let metrics = scrape(&proxy).await;
+    let evicted = sample(
+        &metrics,
+        "pgtenant_prepared_cache_evictions_total",
+        &[("shard", "main")],
+    );
+    assert!(evicted >= 10.0, "{metrics}");
+    assert!(
+        !metrics.contains("pgtenant_prepared_cache_evictions_total{tenant"),
+        "per pool, not per tenant"
+    );
+    proxy.shutdown().await;
+}

@@ -30,15 +30,22 @@ password = "{v}"
 admin = true
 
 {tenants}"#,
-        main = pgtenant::testing::shard_toml("main", cluster().port(), "pgtenant", UPSTREAM_PASSWORD),
-        second =
-            pgtenant::testing::shard_toml("second", cluster().port(), "pgtenant", UPSTREAM_PASSWORD),
+        main =
+            pgtenant::testing::shard_toml("main", cluster().port(), "pgtenant", UPSTREAM_PASSWORD),
+        second = pgtenant::testing::shard_toml(
+            "second",
+            cluster().port(),
+            "pgtenant",
+            UPSTREAM_PASSWORD
+        ),
         v = verifier(),
     )
 }
 
 fn database_tenant(name: &str, shard: &str, db: &str) -> String {
-    format!("[tenants.{name}]\nplacement = \"database\"\nshard = \"{shard}\"\ndatabase = \"{db}\"\n")
+    format!(
+        "[tenants.{name}]\nplacement = \"database\"\nshard = \"{shard}\"\ndatabase = \"{db}\"\n"
+    )
 }
 
 fn db_with_row(prefix: &str, row: &str) -> String {
@@ -51,7 +58,10 @@ fn db_with_row(prefix: &str, row: &str) -> String {
 }
 
 async fn only_row(client: &tokio_postgres::Client) -> Result<String, tokio_postgres::Error> {
-    Ok(client.query_one("SELECT name FROM items", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT name FROM items", &[])
+        .await?
+        .get(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,28 +129,57 @@ async fn reload_adds_moves_and_removes_tenants_while_clients_run() {
     assert_eq!(ended_with(gone_conn, 5).await, "57P01");
     let tenants = psql(&proxy, "user=ops dbname=pgtenant", "SHOW TENANTS").1;
     assert!(
-        tenants.lines().any(|l| l.starts_with(&format!("mover|database|second|{two}|"))),
+        tenants
+            .lines()
+            .any(|l| l.starts_with(&format!("mover|database|second|{two}|"))),
         "{tenants}"
     );
     let servers = psql(&proxy, "user=ops dbname=pgtenant", "SHOW SERVERS").1;
-    assert!(servers.contains(&format!("S|pgtenant|{two}|second|")), "{servers}");
+    assert!(
+        servers.contains(&format!("S|pgtenant|{two}|second|")),
+        "{servers}"
+    );
 
     // An invalid file is refused, named, and the configuration in force stays.
     std::fs::write(&path, "[pool]\ndefault_pool_size = 0\n").expect("write");
     let err = proxy.reload().expect_err("invalid configuration refused");
     assert!(err.to_string().contains("default_pool_size"), "{err}");
     let (ok_console, _, console_err) = psql(&proxy, "user=ops dbname=pgtenant", "RELOAD");
-    assert!(!ok_console && console_err.contains("default_pool_size"), "{console_err}");
+    assert!(
+        !ok_console && console_err.contains("default_pool_size"),
+        "{console_err}"
+    );
     assert_eq!(only_row(&mover).await.expect("still moved"), "two");
     let newbie2 = connect(&proxy, "app", "newbie").await;
-    assert_eq!(only_row(&newbie2).await.expect("newbie still listed"), "steady");
+    assert_eq!(
+        only_row(&newbie2).await.expect("newbie still listed"),
+        "steady"
+    );
     let metrics = scrape(&proxy).await;
-    assert_eq!(sample(&metrics, "pgtenant_config_reloads_total", &[("result", "ok")]), 1.0);
-    assert_eq!(sample(&metrics, "pgtenant_config_reloads_total", &[("result", "error")]), 2.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "pgtenant_config_reloads_total",
+            &[("result", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "pgtenant_config_reloads_total",
+            &[("result", "error")]
+        ),
+        2.0
+    );
 
     stop.store(true, Ordering::Relaxed);
     worker.await.expect("worker");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "steady saw errors during reloads");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "steady saw errors during reloads"
+    );
     assert!(ok.load(Ordering::Relaxed) > 10);
     drop((mover, newbie, newbie2));
     proxy.shutdown().await;
@@ -167,8 +206,12 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
     let path = dir.path().join("pgtenant.toml");
     let port = free_port();
     let text = |tenants: &str| {
-        config(tenants, 2)
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nmetrics_addr = \"off\""))
+        config(tenants, 2).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nmetrics_addr = \"off\""
+            ),
+        )
     };
     std::fs::write(&path, text(&database_tenant("acme", "main", &db))).expect("write");
     let log = dir.path().join("stderr.log");
@@ -189,7 +232,9 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
         c.password(CLIENT_PASSWORD);
         match try_connect(c).await {
             Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => panic!("pgtenant did not come up: {e:?}"),
         }
     };
@@ -202,7 +247,13 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
     // SIGHUP: a new tenant appears without a restart.
     std::fs::write(
         &path,
-        text(&[database_tenant("acme", "main", &db), database_tenant("newco", "main", &db)].concat()),
+        text(
+            &[
+                database_tenant("acme", "main", &db),
+                database_tenant("newco", "main", &db),
+            ]
+            .concat(),
+        ),
     )
     .expect("write");
     signal(pid, libc::SIGHUP);
@@ -212,7 +263,9 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
     let newco = loop {
         match try_connect(newco.clone()).await {
             Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => panic!("SIGHUP did not add the tenant: {e:?}"),
         }
     };
@@ -226,7 +279,10 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "pgtenant did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "pgtenant did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
@@ -246,10 +302,21 @@ async fn the_binary_reloads_on_sighup_stops_on_sigterm_and_logs_json_without_sec
     assert_eq!(login["tenant"], "acme");
     assert_eq!(login["user"], "app");
     assert_eq!(login["shard"], "main");
-    assert!(login["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")));
+    assert!(
+        login["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
     let bye = find("client disconnected");
-    assert!(bye["duration_s"].as_f64().is_some() && bye["bytes_received"].as_u64() > Some(0), "{bye}");
+    assert!(
+        bye["duration_s"].as_f64().is_some() && bye["bytes_received"].as_u64() > Some(0),
+        "{bye}"
+    );
     find("login refused");
     find("configuration reloaded");
-    assert!(!logs.contains(wrong) && !logs.contains(CLIENT_PASSWORD) && !logs.contains(UPSTREAM_PASSWORD));
+    assert!(
+        !logs.contains(wrong)
+            && !logs.contains(CLIENT_PASSWORD)
+            && !logs.contains(UPSTREAM_PASSWORD)
+    );
 }

@@ -1,6 +1,5 @@
 //! One authenticated server connection and what pgtenant knows about its session state.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -34,7 +33,7 @@ pub(crate) struct ServerConn {
     /// Set when a session-mode client left: reset before anyone's next use.
     pub(crate) needs_reset: bool,
     /// Names of the statements pgtenant prepared on this connection (content-addressed).
-    pub(crate) prepared: HashSet<Box<str>>,
+    pub(crate) prepared: super::statements::ServerStatements,
     /// The tenant setup statement in force on this connection, if pgtenant can trust it still.
     pub(crate) context: Option<Arc<str>>,
     /// A client ran something that may have dropped statements (`DISCARD`/`DEALLOCATE`): the

@@ -3,6 +3,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod connect;
+pub(crate) mod statements;
 
 use crate::error::{CONNECTION_FAILURE, ClientError, ClientFacing, UNABLE_TO_CONNECT};
 use bytes::Bytes;

@@ -128,6 +128,9 @@ pub(crate) struct PoolSettings {
     pub(crate) server_idle_timeout: Duration,
     pub(crate) server_connect_timeout: Duration,
     pub(crate) server_lifetime: Duration,
+    /// Prepared statements pgtenant keeps on one server connection; the least recently used
+    /// is closed to make room. Zero: no limit.
+    pub(crate) max_prepared_statements: usize,
 }
 
 #[derive(Debug, Clone)]

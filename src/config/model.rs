@@ -72,6 +72,7 @@ pub(crate) struct RawPool {
     pub(crate) server_idle_timeout: f64,
     pub(crate) server_connect_timeout: f64,
     pub(crate) server_lifetime: f64,
+    pub(crate) max_prepared_statements: u32,
 }
 
 impl Default for RawPool {
@@ -83,6 +84,7 @@ impl Default for RawPool {
             server_idle_timeout: 600.0,
             server_connect_timeout: 5.0,
             server_lifetime: 3600.0,
+            max_prepared_statements: 200,
         }
     }
 }

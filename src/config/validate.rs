@@ -159,6 +159,7 @@ fn pool(raw: &RawPool) -> Result<PoolSettings, ConfigError> {
         server_idle_timeout: seconds("pool.server_idle_timeout", raw.server_idle_timeout)?,
         server_connect_timeout: seconds("pool.server_connect_timeout", raw.server_connect_timeout)?,
         server_lifetime: seconds("pool.server_lifetime", raw.server_lifetime)?,
+        max_prepared_statements: raw.max_prepared_statements as usize,
     })
 }
 

@@ -14,6 +14,7 @@ pub(crate) use stats::{StatsKey, TenantStats};
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
@@ -135,12 +136,6 @@ impl Metrics {
             .increment(1);
     }
 
-    /// One more prepared statement dropped from a server connection to make room.
-    pub(crate) fn prepared_eviction(&self, shard: &str, database: &str) {
-        let labels = self.labels(None, Some((shard, database)));
-        self.counter(PREPARED_EVICTIONS, labels).increment(1);
-    }
-
     /// The text exposition: the counters of every tenant's statistics and `gauges` are
     /// published first.
     pub(crate) fn render(&self, gauges: Vec<GaugeSample>) -> String {
@@ -177,6 +172,18 @@ impl Metrics {
             for (name, v) in names.iter().zip(values) {
                 self.counter(name, labels.clone()).absolute(v);
             }
+        }
+        // Evictions belong to server connections: by pool, never by tenant.
+        let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
+        for e in self.stats.iter() {
+            let n = e.value().prepared_evictions.load(Ordering::Relaxed);
+            if n > 0 {
+                let labels = self.labels(None, Some((&e.key().shard, &e.key().database)));
+                *evictions.entry(labels).or_default() += n;
+            }
+        }
+        for (labels, n) in evictions {
+            self.counter(PREPARED_EVICTIONS, labels).absolute(n);
         }
     }
 

@@ -23,6 +23,7 @@ pub(crate) struct TenantStats {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) prepared_hits: AtomicU64,
     pub(crate) prepared_misses: AtomicU64,
+    pub(crate) prepared_evictions: AtomicU64,
     /// Microseconds spent in transactions.
     pub(crate) xact_micros: AtomicU64,
     /// Microseconds spent waiting for a server connection.
@@ -40,6 +41,7 @@ pub(crate) struct Tally {
     pub(crate) bytes_sent: u64,
     pub(crate) prepared_hits: u64,
     pub(crate) prepared_misses: u64,
+    pub(crate) prepared_evictions: u64,
     pub(crate) xact_micros: u64,
 }
 
@@ -52,6 +54,7 @@ impl TenantStats {
             bytes_sent: AtomicU64::new(0),
             prepared_hits: AtomicU64::new(0),
             prepared_misses: AtomicU64::new(0),
+            prepared_evictions: AtomicU64::new(0),
             xact_micros: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             wait,
@@ -68,6 +71,7 @@ impl TenantStats {
             (&self.bytes_sent, t.bytes_sent),
             (&self.prepared_hits, t.prepared_hits),
             (&self.prepared_misses, t.prepared_misses),
+            (&self.prepared_evictions, t.prepared_evictions),
             (&self.xact_micros, t.xact_micros),
         ] {
             if v != 0 {

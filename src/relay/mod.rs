@@ -167,6 +167,8 @@ struct Relay {
     /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
     idle_timeout: Duration,
     idle_xact_timeout: Duration,
+    /// `pool.max_prepared_statements` (zero: no limit).
+    max_prepared: usize,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -222,6 +224,7 @@ impl Relay {
             totals: Totals::default(),
             idle_timeout: Duration::ZERO,
             idle_xact_timeout: Duration::ZERO,
+            max_prepared: 0,
         }
     }
 
@@ -402,16 +405,33 @@ impl Relay {
 
     /// Makes sure the server has `p` prepared, injecting its Parse (reply hidden) if not.
     fn ensure_prepared(&mut self, conn: &mut ServerConn, p: &Prepared) {
-        if conn.prepared.contains(&p.server_name) {
+        if conn.prepared.touch(&p.server_name) {
             self.tally.prepared_hits += 1;
         } else {
             self.tally.prepared_misses += 1;
             self.close_if_unknown(conn, p);
+            self.make_room(conn, &p.server_name);
             self.sout.extend_from_slice(&p.parse);
             if self.expected.push(Expect::HiddenParse {
                 prepared: p.server_name.clone(),
             }) {
                 conn.prepared.insert(p.server_name.clone());
+            }
+        }
+    }
+
+    /// Before pgtenant prepares `name` on a connection holding `max_prepared_statements`:
+    /// Close the least recently used other one (reply hidden).
+    fn make_room(&mut self, conn: &mut ServerConn, name: &str) {
+        if self.max_prepared == 0 || conn.prepared.len() < self.max_prepared {
+            return;
+        }
+        if let Some(victim) = conn.prepared.least_recent(name) {
+            prepared::close_statement(&mut self.sout, &victim);
+            // Skipped by a server discarding messages until Sync: then it stays prepared.
+            if self.expected.push(Expect::HiddenClose) {
+                conn.prepared.remove(&victim);
+                self.tally.prepared_evictions += 1;
             }
         }
     }
@@ -464,10 +484,11 @@ impl Relay {
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
                     let p = self.statements.parse(name, after, taints, drops, verdict);
-                    if conn.prepared.contains(&p.server_name) {
+                    if conn.prepared.touch(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
                         self.close_if_unknown(conn, &p);
+                        self.make_room(conn, &p.server_name);
                         self.sout.extend_from_slice(&p.parse);
                         if self.expected.push(Expect::Parse {
                             prepared: Some(p.server_name.clone()),
@@ -1005,6 +1026,7 @@ async fn session(
     let mut snapshot = shared.snapshot();
     relay.idle_timeout = snapshot.config.server.client_idle_timeout;
     relay.idle_xact_timeout = snapshot.config.server.idle_transaction_timeout;
+    relay.max_prepared = snapshot.config.pool.max_prepared_statements;
     let mut paused = shared.holds.subscribe();
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
@@ -1076,6 +1098,7 @@ async fn session(
                             );
                             relay.idle_timeout = config.server.client_idle_timeout;
                             relay.idle_xact_timeout = config.server.idle_transaction_timeout;
+                            relay.max_prepared = config.pool.max_prepared_statements;
                         }
                         Err(e) => {
                             let err = e.to_client();
