@@ -152,3 +152,19 @@ fn jwt_section_is_validated() {
         "{e}"
     );
 }
+
+#[test]
+fn docker_stack_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/pgtenant.toml");
+    // SAFETY: this test is the only reader of these variables.
+    unsafe {
+        std::env::set_var("PGTENANT_EU2_PASSWORD", "pw");
+        std::env::set_var("PGTENANT_EU1_PASSWORD", "pw");
+    }
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.server.metrics_addr,
+        Some("0.0.0.0:9930".parse().expect("addr"))
+    );
+    assert!(c.users.values().any(|u| u.admin), "the stack has a console user");
+}
