@@ -27,12 +27,14 @@
 #   PGBOUNCER [/usr/sbin/pgbouncer]
 #   PGTENANT_BIN [target/release/pgtenant]; SKIP_BUILD=1 skips `cargo build --release`
 #   PGTENANT_WORKERS [0]  pgtenant runtime worker threads (0 = one per CPU)
+#   BASE_BIN []           a second pgtenant binary (e.g. an older build) for the target
+#                         pgtenant-db-base: the same tenant as pgtenant-db, in the same run
 #   RESULTS_DIR [benches/results]
 set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD; do
+for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -67,7 +69,9 @@ for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
 done
 ((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
 for t in $TARGETS; do
-    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split) ;; *) die "unknown target '$t'";; esac
+    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split) ;;
+        pgtenant-db-base) [[ -x ${BASE_BIN:-} ]] || die "pgtenant-db-base needs BASE_BIN=<a pgtenant binary>" ;;
+        *) die "unknown target '$t'";; esac
 done
 
 # ---------------------------------------------------------------- prerequisites
@@ -100,6 +104,7 @@ fi
 TMP=$(mktemp -d -t pgtenant-bench.XXXXXX)
 PGDATA=$TMP/data
 PGTENANT_PID=
+BASE_PID=
 IDLE_PID=
 PG_STARTED=0
 
@@ -119,6 +124,7 @@ cleanup() {
     set +e
     stop_pid "$IDLE_PID" 2
     stop_pid "$PGTENANT_PID" 5
+    stop_pid "$BASE_PID" 5
     if [[ -f $TMP/pgbouncer.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer.pid")" 5; fi
     if ((PG_STARTED)); then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
     if ((rc != 0)) && [[ -d $TMP ]]; then
@@ -136,10 +142,10 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/runs" "$RESULTS_DIR"
 [[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP"
 
-read -r PGPORT PGB_PORT PGT_PORT < <(python3 - <<'EOF'
+read -r PGPORT PGB_PORT PGT_PORT BASE_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(3):
+for _ in range(4):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -258,6 +264,14 @@ PGTENANT_DESC="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?
 [[ $PGTENANT_BIN -ef $REPO/target/release/pgtenant ]] || PGTENANT_DESC="binary $PGTENANT_BIN (repo at $PGTENANT_DESC)"
 log "pgtenant $PGTENANT_DESC on 127.0.0.1:$PGT_PORT"
 start_pgtenant
+if [[ " $TARGETS " == *" pgtenant-db-base "* ]]; then
+    # The same configuration on its own port, without the keys an older build may not know.
+    sed -e "s/^listen = .*/listen = \"127.0.0.1:$BASE_PORT\"/" "$TMP/pgtenant.toml" >"$TMP/pgtenant-base.toml"
+    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} "$BASE_BIN" run --config "$TMP/pgtenant-base.toml" >>"$TMP/pgtenant-base.log" 2>&1 &
+    BASE_PID=$!
+    wait_port "$BASE_PORT" "pgtenant (BASE_BIN)" "$BASE_PID"
+    log "BASE_BIN $BASE_BIN on 127.0.0.1:$BASE_PORT"
+fi
 
 # ---------------------------------------------------------------- targets
 target_conn() { # target -> "port user dbname"
@@ -268,6 +282,7 @@ target_conn() { # target -> "port user dbname"
         pgtenant-shared) echo "$PGT_PORT pgtenant.benchs benchs" ;;
         pgtenant-shared-mix) echo "$PGT_PORT pgtenant.mix1 mix1" ;;
         pgtenant-db-split) echo "$PGT_PORT pgtenant.bench bench" ;;
+        pgtenant-db-base) echo "$BASE_PORT pgtenant.bench bench" ;;
     esac
 }
 
@@ -470,8 +485,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared-mix; then header+=" shared-mix / db |"; sep+="---:|"; fi
-    if has pgtenant-db-split && has pgtenant-shared-mix; then header+=" shared-mix / db-split |"; sep+="---:|"; fi
-    echo "$header"; echo "$sep"
+XX
     for proto in $PROTOCOLS; do
         for c in $CLIENTS; do
             declare -A M=()
@@ -482,6 +496,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
             if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
             if has pgtenant-db-split && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db-split]}") |"; fi
+            if has pgtenant-db && has pgtenant-db-base; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgtenant-db-base]}") |"; fi
             echo "$row"
             unset M
         done
@@ -491,6 +506,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     if has pgtenant-shared-mix; then
         echo
         echo "pgtenant-shared-mix: $MIX_TENANTS shared-placement tenants at once on one pool (one pgbench per tenant, clients split evenly, tps summed), so server connections change tenant all the time; pgtenant-db-split: the same split, all as the database-placement tenant."
+    fi
+    if has pgtenant-db-base; then
+        echo
+        echo "pgtenant-db-base: the same tenant through BASE_BIN ($BASE_BIN), a second pgtenant process on its own port."
     fi
     if ((PGT_ERRORS > 0)); then
         echo

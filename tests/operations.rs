@@ -474,3 +474,36 @@ async fn idle_clients_and_idle_transactions_time_out() {
     assert_eq!(n, 0, "the idle transaction was rolled back");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_max_clients_caps_only_that_tenant() {
+    let db = unique("ops_cap");
+    create_db(&db, "CREATE TABLE items (name text);");
+    let toml = config_text(&format!(
+        "{}{}",
+        tenant_toml("capped", "database", &db, "max_clients = 2"),
+        tenant_toml("free", "database", &db, ""),
+    ));
+    let proxy = start_proxy(&toml).await;
+    let _a = connect(&proxy, "app", "capped").await;
+    let _b = connect(&proxy, "app", "capped").await;
+    let third = try_connect(client_config(&proxy, "app", "capped")).await;
+    let e = third.expect_err("over the tenant's cap");
+    assert_eq!(sqlstate(&e), "53300");
+    assert!(format!("{e:?}").contains("capped"), "{e:?}");
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(connect(&proxy, "app", "free").await);
+    }
+    drop(_a);
+    // The slot comes back when a client leaves.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_connect(client_config(&proxy, "app", "capped"))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "slot not returned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.shutdown().await;
+}

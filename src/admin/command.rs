@@ -136,13 +136,17 @@ mod tests {
 
     #[test]
     fn unknown_commands_list_what_exists() {
-        let e = parse("SHOW DATABASES").unwrap_err();
+        let e = parse("SHOW DATABASES").expect_err("unknown");
         assert!(
             e.contains("SHOW POOLS") && e.contains("SUSPEND TENANT"),
             "{e}"
         );
         assert!(parse("DROP TABLE x").is_err());
         assert!(parse("KILL").is_err());
-        assert!(parse("KILL a;b").unwrap_err().contains("not a tenant name"));
+        assert!(
+            parse("KILL a;b")
+                .expect_err("bad name")
+                .contains("not a tenant name")
+        );
     }
 }

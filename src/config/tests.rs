@@ -166,5 +166,8 @@ fn docker_stack_config_is_valid() {
         c.server.metrics_addr,
         Some("0.0.0.0:9930".parse().expect("addr"))
     );
-    assert!(c.users.values().any(|u| u.admin), "the stack has a console user");
+    assert!(
+        c.users.values().any(|u| u.admin),
+        "the stack has a console user"
+    );
 }
