@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use pgwire::api::auth::sasl::scram::ScramServerAuth;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) pools: Arc<Pools>,
     pub(crate) cancels: Arc<CancelRegistry>,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// SCRAM-SHA-256-PLUS: SCRAM bound to the TLS certificate, offered to TLS clients.
+    pub(crate) channel_binding: Option<ScramServerAuth>,
     /// Verifier used for unknown users, so failures look alike.
     pub(crate) dummy_verifier: Verifier,
     /// Failed logins per client address (brute-force limits).
@@ -315,6 +318,17 @@ impl Proxy {
 
     async fn start_with(config: Config, config_path: Option<PathBuf>) -> Result<Proxy, StartError> {
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let channel_binding = match &config.tls {
+            Some(t) => {
+                let pem = std::fs::read(&t.cert_file)
+                    .map_err(|e| ConfigError::invalid("tls.cert_file", e.to_string()))?;
+                Some(
+                    crate::auth::scram::channel_binding(&pem)
+                        .map_err(|e| ConfigError::invalid("tls.cert_file", e))?,
+                )
+            }
+            None => None,
+        };
         let listen = config.server.listen;
         let listener = bind(listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -343,6 +357,7 @@ impl Proxy {
             config_path,
             cancels: Arc::new(CancelRegistry::default()),
             tls,
+            channel_binding,
             dummy_verifier,
             auth_failures: FailureLimit::default(),
             tenant_clients: Arc::new(DashMap::new()),

@@ -17,6 +17,10 @@ use thiserror::Error;
 pub(crate) enum AuthError {
     #[error("password authentication failed for user \"{0}\"")]
     Failed(String),
+    #[error(
+        "channel binding does not match pgtenant's TLS certificate for user \"{0}\" (is something relaying the connection?)"
+    )]
+    ChannelBinding(String),
     #[error("malformed SASL exchange: {0}")]
     Protocol(String),
     #[error("SASL mechanism {0:?} is not supported: use SCRAM-SHA-256")]
@@ -37,6 +41,7 @@ impl AuthError {
     pub(crate) fn failure_reason(&self) -> Option<&'static str> {
         match self {
             AuthError::Failed(_) => Some("password"),
+            AuthError::ChannelBinding(_) => Some("channel_binding"),
             AuthError::Protocol(_) | AuthError::Mechanism(_) => Some("protocol"),
             AuthError::Jwt(_) => Some("token"),
             AuthError::LockedOut(_) => Some("locked_out"),
@@ -49,7 +54,7 @@ impl AuthError {
 impl ClientFacing for AuthError {
     fn to_client(&self) -> ClientError {
         let code = match self {
-            AuthError::Failed(_) => INVALID_PASSWORD,
+            AuthError::Failed(_) | AuthError::ChannelBinding(_) => INVALID_PASSWORD,
             AuthError::Protocol(_) | AuthError::Mechanism(_) => PROTOCOL_VIOLATION,
             AuthError::TenantNotAllowed { .. }
             | AuthError::LockedOut(_)

@@ -12,6 +12,8 @@ use rand::RngCore;
 use super::AuthError;
 
 pub(crate) const MECHANISM: &str = "SCRAM-SHA-256";
+/// SCRAM with channel binding (`tls-server-end-point`), offered to TLS clients.
+pub(crate) const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 const ITERATIONS: usize = 4096;
 
 /// A parsed SCRAM-SHA-256 verifier.
@@ -93,6 +95,15 @@ pub fn hash_password(password: &str) -> String {
     }
 }
 
+/// SCRAM bound to the TLS certificate in `cert_pem` (the first one): a `-PLUS` exchange proves
+/// the client saw this certificate, so no one in between could relay the login.
+pub(crate) fn channel_binding(cert_pem: &[u8]) -> Result<ScramServerAuth, String> {
+    let mut auth = ScramServerAuth::new();
+    auth.configure_certificate(cert_pem)
+        .map_err(|e| e.to_string())?;
+    Ok(auth)
+}
+
 /// Server side of one exchange, between client-first and client-final.
 pub(crate) struct Exchange {
     user: String,
@@ -100,13 +111,19 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    /// Handles client-first; returns the server-first message to send.
+    /// Handles client-first; returns the server-first message to send. `binding` is the
+    /// channel-bound authenticator when the client is on TLS and `-PLUS` was offered: then a
+    /// client claiming the server cannot bind (`y`) is refused as a downgrade, and a client
+    /// that binds must bind to pgtenant's certificate.
     pub(crate) fn start(
         user: &str,
         verifier: &Verifier,
         client_first: &[u8],
+        binding: Option<&ScramServerAuth>,
     ) -> Result<(Exchange, String), AuthError> {
-        let (server_first, waiting) = ScramServerAuth::new()
+        let plain = ScramServerAuth::new();
+        let (server_first, waiting) = binding
+            .unwrap_or(&plain)
             .on_client_first_message_with_secret(client_first, verifier.secret())
             .map_err(|e| AuthError::Protocol(e.to_string()))?;
         Ok((
@@ -124,6 +141,12 @@ impl Exchange {
             .on_client_final_message(client_final)
             .map_err(|e| match e {
                 pgwire::error::PgWireError::InvalidPassword(_) => AuthError::Failed(self.user),
+                // The client bound the exchange to a certificate other than pgtenant's.
+                pgwire::error::PgWireError::InvalidScramMessage(m)
+                    if m.starts_with("Channel binding") =>
+                {
+                    AuthError::ChannelBinding(self.user)
+                }
                 other => AuthError::Protocol(other.to_string()),
             })
     }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{LoginError, SessionCtx};
 use crate::auth::AuthError;
 use crate::auth::jwt::{JwtError, JwtIdentity, JwtPolicy};
-use crate::auth::scram::{Exchange, MECHANISM};
+use crate::auth::scram::{Exchange, MECHANISM, MECHANISM_PLUS};
 use crate::cancel::CancelHandle;
 use crate::config::{Config, Source};
 use crate::error::{ClientFacing, INVALID_PASSWORD};
@@ -296,14 +296,23 @@ async fn authenticate_scram(
         .get(user)
         .map(|u| &u.verifier)
         .unwrap_or(&ctx.shared.dummy_verifier);
-    messages::auth_sasl(out, &[MECHANISM]);
+    let binding = if stream.is_tls() {
+        ctx.shared.channel_binding.as_ref()
+    } else {
+        None
+    };
+    let offered: &[&str] = match binding {
+        Some(_) => &[MECHANISM_PLUS, MECHANISM],
+        None => &[MECHANISM],
+    };
+    messages::auth_sasl(out, offered);
     stream.write_all(out).await.map_err(LoginError::Io)?;
     out.clear();
 
     let mut initial = read_password_message(stream).await?;
     let mechanism = take_cstr(&mut initial)
         .ok_or_else(|| AuthError::Protocol("SASLInitialResponse without mechanism".into()))?;
-    if mechanism != MECHANISM {
+    if !offered.contains(&mechanism.as_str()) {
         return Err(AuthError::Mechanism(mechanism).into());
     }
     if initial.len() < 4 {
@@ -313,7 +322,13 @@ async fn authenticate_scram(
     if data_len < 0 || data_len as usize != initial.len() {
         return Err(AuthError::Protocol("SASLInitialResponse length mismatch".into()).into());
     }
-    let (exchange, server_first) = Exchange::start(user, verifier, &initial)?;
+    // -PLUS means binding: the gs2 header must name a channel binding type.
+    if mechanism == MECHANISM_PLUS && !initial.starts_with(b"p=") {
+        return Err(
+            AuthError::Protocol(format!("{MECHANISM_PLUS} without channel binding")).into(),
+        );
+    }
+    let (exchange, server_first) = Exchange::start(user, verifier, &initial, binding)?;
     messages::auth_sasl_continue(out, server_first.as_bytes());
     stream.write_all(out).await.map_err(LoginError::Io)?;
     out.clear();
