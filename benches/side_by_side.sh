@@ -27,6 +27,9 @@
 #   PGBOUNCER [/usr/sbin/pgbouncer]
 #   PGTENANT_BIN [target/release/pgtenant]; SKIP_BUILD=1 skips `cargo build --release`
 #   PGTENANT_WORKERS [0]  pgtenant runtime worker threads (0 = one per CPU)
+#   pgtenant-db-storm, pgbouncer-storm (not in the default list): pgtenant-db / pgbouncer while
+#                         a second pgbench opens a new connection per transaction (-C) with
+#                         STORM_CLIENTS [8] clients against the same target
 #   BASE_BIN []           a second pgtenant binary (e.g. an older build) for the target
 #                         pgtenant-db-base: the same tenant as pgtenant-db, in the same run
 #   RESULTS_DIR [benches/results]
@@ -34,7 +37,7 @@ set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN; do
+for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN STORM_CLIENTS; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -46,6 +49,7 @@ THREADS=${THREADS:-2}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
 TARGETS=${TARGETS:-"direct pgbouncer pgtenant-db pgtenant-shared pgtenant-shared-mix"}
 MIX_TENANTS=${MIX_TENANTS:-4}
+STORM_CLIENTS=${STORM_CLIENTS:-8}
 SCALE=${SCALE:-10}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 IDLE_SLEEP=${IDLE_SLEEP:-15}
@@ -69,7 +73,7 @@ for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
 done
 ((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
 for t in $TARGETS; do
-    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split) ;;
+    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split|pgtenant-db-storm|pgbouncer-storm) ;;
         pgtenant-db-base) [[ -x ${BASE_BIN:-} ]] || die "pgtenant-db-base needs BASE_BIN=<a pgtenant binary>" ;;
         *) die "unknown target '$t'";; esac
 done
@@ -283,6 +287,8 @@ target_conn() { # target -> "port user dbname"
         pgtenant-shared-mix) echo "$PGT_PORT pgtenant.mix1 mix1" ;;
         pgtenant-db-split) echo "$PGT_PORT pgtenant.bench bench" ;;
         pgtenant-db-base) echo "$BASE_PORT pgtenant.bench bench" ;;
+        pgtenant-db-storm) echo "$PGT_PORT pgtenant.bench bench" ;;
+        pgbouncer-storm) echo "$PGB_PORT pgtenant erp_bench" ;;
     esac
 }
 
@@ -303,6 +309,7 @@ log "all targets answer; shared placement sets app.current_tenant"
 # ---------------------------------------------------------------- throughput matrix
 echo "stamp,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed" >"$CSV"
 declare -A TPS # key "proto clients target" -> space-separated tps list
+declare -A STORM_TPS # the same for the -C pgbench beside *-storm targets
 
 fail_run() { # logfile message [target]
     {
@@ -363,9 +370,21 @@ run_one() { # proto clients target rep
     elif [[ $t == pgtenant-db-split ]]; then
         run_mix "$proto" "$c" "$out" split || rc=$?
     else
+        local storm_pid=
+        if [[ $t == *-storm ]]; then
+            # New connection per transaction, beside the measured run.
+            PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
+                pgbench --no-vacuum -S -C -c "$STORM_CLIENTS" -j 1 -T "$DURATION" \
+                -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out.storm" 2>&1 &
+            storm_pid=$!
+        fi
         PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
             pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
             -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out" 2>&1 || rc=$?
+        if [[ -n $storm_pid ]]; then
+            wait "$storm_pid" || fail_run "$out.storm" "the connection storm against $t failed" "$t"
+            STORM_TPS["$proto $c $t"]+="$(awk '/^tps = / {print $3; exit}' "$out.storm") "
+        fi
     fi
     ((rc != 124 && rc != 137)) || fail_run "$out" "pgbench against $t hung (killed after $((DURATION + 30)) s): $proto c=$c rep=$rep" "$t"
     ((rc == 0)) || fail_run "$out" "pgbench against $t exited with $rc: $proto c=$c rep=$rep" "$t"
@@ -497,6 +516,8 @@ XX
             if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
             if has pgtenant-db-split && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db-split]}") |"; fi
             if has pgtenant-db && has pgtenant-db-base; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgtenant-db-base]}") |"; fi
+            if has pgtenant-db && has pgtenant-db-storm; then row+=" $(ratio "${M[pgtenant-db-storm]}" "${M[pgtenant-db]}") |"; fi
+            if has pgbouncer && has pgbouncer-storm; then row+=" $(ratio "${M[pgbouncer-storm]}" "${M[pgbouncer]}") |"; fi
             echo "$row"
             unset M
         done
@@ -506,6 +527,13 @@ XX
     if has pgtenant-shared-mix; then
         echo
         echo "pgtenant-shared-mix: $MIX_TENANTS shared-placement tenants at once on one pool (one pgbench per tenant, clients split evenly, tps summed), so server connections change tenant all the time; pgtenant-db-split: the same split, all as the database-placement tenant."
+    fi
+    if has pgtenant-db-storm || has pgbouncer-storm; then
+        echo
+        echo "*-storm: the same target while a second pgbench (\`-S -C -c $STORM_CLIENTS -j 1\`) logs in anew for every transaction; its connections per second (median):"
+        for proto in $PROTOCOLS; do for c in $CLIENTS; do for t in pgtenant-db-storm pgbouncer-storm; do
+            if has "$t"; then echo "- $proto c=$c $t: $(median <<<"${STORM_TPS["$proto $c $t"]:-}") connections/s"; fi
+        done; done; done
     fi
     if has pgtenant-db-base; then
         echo
