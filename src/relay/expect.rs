@@ -5,7 +5,9 @@
 //! Responses per request (protocol docs, "Extended Query"): Parse → `1`, Bind → `2`,
 //! Close → `3`, Describe → [`t`] then `T`/`n`, Execute → rows then `C`/`I`/`s`,
 //! Sync, Query and FunctionCall → everything up to `Z`. After an ErrorResponse in the
-//! extended protocol the server skips to the next Sync.
+//! extended protocol the server skips to the next Sync. In COPY FROM STDIN mode the server
+//! ignores Syncs until the client's CopyDone or CopyFail (drivers such as tokio-postgres send
+//! Bind, Execute and Sync before they know the statement is a COPY): those owe nothing.
 
 use std::collections::VecDeque;
 
@@ -32,6 +34,9 @@ pub(crate) enum Expect {
     HiddenClose,
     /// A Query pgtenant injected (reset, tenant setup): all its replies are hidden.
     HiddenQuery,
+    /// Not a request: the client's CopyDone or CopyFail, where a COPY FROM STDIN ends. It marks
+    /// which queued Syncs the server ignored once it says it entered copy-in mode.
+    CopyEnd,
     /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
     FakeParseComplete,
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
@@ -74,6 +79,9 @@ pub(crate) struct Expected {
     /// An extended-protocol error arrived before the client's next Sync was queued: the server
     /// discards every request up to that Sync and owes nothing for them.
     skipping: bool,
+    /// The server is in COPY FROM STDIN mode and the client has not ended it yet: its Syncs
+    /// are ignored.
+    copy_in: bool,
 }
 
 /// Messages pgtenant must write to the client in place of a fake entry.
@@ -85,6 +93,16 @@ impl Expected {
     /// unanswered (it is skipping to the next Sync after an error): then nothing is owed, and a
     /// Parse in it prepares nothing.
     pub(crate) fn push(&mut self, e: Expect) -> bool {
+        if self.copy_in {
+            match e {
+                Expect::Sync => return false,
+                Expect::CopyEnd => {
+                    self.copy_in = false;
+                    return false;
+                }
+                _ => {}
+            }
+        }
         if self.skipping {
             if e != Expect::Sync {
                 return false;
@@ -105,6 +123,8 @@ impl Expected {
             match head {
                 Expect::FakeParseComplete => out.extend_from_slice(PARSE_COMPLETE),
                 Expect::FakeCloseComplete => out.extend_from_slice(CLOSE_COMPLETE),
+                // The end of a COPY the server never reported starting: nothing to wait for.
+                Expect::CopyEnd => {}
                 _ => return,
             }
             self.queue.pop_front();
@@ -114,6 +134,17 @@ impl Expected {
     /// Accounts for one server message with tag `tag`; `dropped` collects server statement
     /// names whose Parse never ran (skipped after an error).
     pub(crate) fn on_server_message(&mut self, tag: u8, dropped: &mut Vec<Box<str>>) -> Route {
+        while self.queue.front() == Some(&Expect::CopyEnd) {
+            self.queue.pop_front();
+        }
+        if matches!(tag, b'E' | b'Z') {
+            // An error or ReadyForQuery: the server is out of copy-in mode.
+            self.copy_in = false;
+        }
+        if tag == b'G' && matches!(self.queue.front(), Some(Expect::Execute | Expect::Query)) {
+            self.entered_copy_in();
+            return Route::Forward;
+        }
         let Some(head) = self.queue.front() else {
             // Asynchronous message (notice, notification, parameter status, FATAL).
             return Route::Forward;
@@ -158,6 +189,26 @@ impl Expected {
             self.queue.pop_front();
         }
         if hidden { Route::Hide } else { Route::Forward }
+    }
+
+    /// CopyInResponse: the Syncs the client sent after the head request and before its
+    /// CopyDone/CopyFail are ignored by the server; if the client has not ended the copy yet,
+    /// the Syncs it sends until it does are too.
+    fn entered_copy_in(&mut self) {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match self.queue[i] {
+                Expect::Sync => {
+                    self.queue.remove(i);
+                }
+                Expect::CopyEnd => {
+                    self.queue.remove(i);
+                    return;
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
     }
 
     /// After an extended-protocol error the server skips everything up to the next Sync,
@@ -258,6 +309,50 @@ mod tests {
         // After the Sync, requests are answered again.
         assert!(q.push(Expect::Bind));
         assert_eq!(q.len(), 1);
+    }
+
+    /// tokio-postgres: Bind, Execute, Sync, then the copy data, CopyFail, Sync. The server
+    /// ignores the first Sync (it arrives in copy-in mode) and answers the second.
+    #[test]
+    fn syncs_sent_during_copy_in_owe_nothing() {
+        let mut dropped = Vec::new();
+        // The whole exchange queued before the server answers.
+        let mut q = Expected::default();
+        for e in [
+            Expect::Bind,
+            Expect::Execute,
+            Expect::Sync,
+            Expect::CopyEnd,
+            Expect::Sync,
+        ] {
+            assert!(q.push(e));
+        }
+        assert_eq!(q.on_server_message(b'2', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'G', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty(), "{q:?}");
+        // The copy still open when CopyInResponse arrives.
+        let mut q = Expected::default();
+        for e in [Expect::Bind, Expect::Execute, Expect::Sync] {
+            assert!(q.push(e));
+        }
+        assert_eq!(q.on_server_message(b'2', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'G', &mut dropped), Route::Forward);
+        assert!(!q.push(Expect::Sync), "ignored in copy-in mode");
+        assert!(!q.push(Expect::CopyEnd));
+        assert!(q.push(Expect::Sync));
+        assert_eq!(q.on_server_message(b'C', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty(), "{q:?}");
+        // A simple-protocol COPY: the end marker is dropped at CopyInResponse.
+        let mut q = Expected::default();
+        assert!(q.push(Expect::Query));
+        assert!(q.push(Expect::CopyEnd));
+        assert_eq!(q.on_server_message(b'G', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'C', &mut dropped), Route::Forward);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        assert!(q.is_empty(), "{q:?}");
     }
 
     #[test]

@@ -736,10 +736,10 @@ impl Relay {
                     self.cin.clear();
                     break;
                 }
-                frontend::FLUSH
-                | frontend::COPY_DATA
-                | frontend::COPY_DONE
-                | frontend::COPY_FAIL => {}
+                frontend::COPY_DONE | frontend::COPY_FAIL => {
+                    self.expected.push(Expect::CopyEnd);
+                }
+                frontend::FLUSH | frontend::COPY_DATA => {}
                 other => {
                     return Err(format!("unexpected message type '{}'", other as char));
                 }
