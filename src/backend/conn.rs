@@ -36,6 +36,8 @@ pub(crate) struct ServerConn {
     pub(crate) prepared: super::statements::ServerStatements,
     /// The tenant setup statement in force on this connection, if pgtenant can trust it still.
     pub(crate) context: Option<Arc<str>>,
+    /// Whose session parameters are in force (`relay::params`: a client's key, or UNKNOWN).
+    pub(crate) params_key: u64,
     /// A client ran something that may have dropped statements (`DISCARD`/`DEALLOCATE`): the
     /// server may still hold statements not in `prepared` (so pgtenant Closes a name before it
     /// Parses it again) until the next reset (`DEALLOCATE ALL`) makes `prepared` exact again.

@@ -179,6 +179,7 @@ async fn connect_inner(
             needs_reset: false,
             prepared: Default::default(),
             prepared_unknown: false,
+            params_key: crate::relay::params::UNKNOWN,
             context: None,
             dirty_session: false,
             dirty_sequences: false,

@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 mod expect;
+pub(crate) mod params;
 mod prepared;
 mod taint;
 
@@ -169,6 +170,8 @@ struct Relay {
     idle_xact_timeout: Duration,
     /// `pool.max_prepared_statements` (zero: no limit).
     max_prepared: usize,
+    /// The client's session parameters, put in force on each server connection it uses.
+    params: params::SessionParams,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -192,7 +195,12 @@ fn needs_whole(tag: u8) -> bool {
 const QUERY_SCAN_LIMIT: usize = 64 * 1024;
 
 impl Relay {
-    fn new(route: &Route, guard: Option<Guard>, stats: Arc<TenantStats>) -> Self {
+    fn new(
+        route: &Route,
+        guard: Option<Guard>,
+        stats: Arc<TenantStats>,
+        params: params::SessionParams,
+    ) -> Self {
         let track_context = route.setup_sql.is_some();
         Relay {
             cin: BytesMut::with_capacity(16 * 1024),
@@ -225,6 +233,7 @@ impl Relay {
             idle_timeout: Duration::ZERO,
             idle_xact_timeout: Duration::ZERO,
             max_prepared: 0,
+            params,
         }
     }
 
@@ -311,6 +320,9 @@ impl Relay {
         if e.resets_context {
             conn.context = None;
         }
+        if e.session_state {
+            conn.params_key = params::UNKNOWN;
+        }
         if e.drops_statements {
             prepared::forget_all(conn);
         }
@@ -354,6 +366,7 @@ impl Relay {
             conn.prepared.clear();
             conn.prepared_unknown = false;
             conn.context = None;
+            conn.params_key = params::UNKNOWN;
             conn.dirty_session = false;
             conn.dirty_sequences = false;
         } else {
@@ -379,6 +392,11 @@ impl Relay {
             conn.dirty_session = true;
         }
         self.unnamed_here = false;
+        if conn.params_key != self.params.key {
+            let sql = self.params.sql.clone();
+            self.hidden_query(&sql);
+            conn.params_key = self.params.key;
+        }
         if let Some(sql) = self.setup_for(conn) {
             // Sent unless this very statement is in force and nothing since could undo it.
             if conn.context.as_deref() != Some(&*sql) {
@@ -995,6 +1013,7 @@ pub(crate) async fn run(
         &login.route,
         guard_for(shared, &login.route),
         stats_for(shared, &login.route),
+        login.params.clone(),
     );
     let outcome = session(shared, stream, login, control, &mut relay).await;
     relay.flush_stats();

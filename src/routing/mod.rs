@@ -34,6 +34,7 @@ pub(crate) struct Route {
     pub(crate) setup_sql: Option<Arc<str>>,
     /// Statements are checked by the shared-placement guard.
     pub(crate) guarded: bool,
+    pub(crate) placement: PlacementKind,
     /// The tenant's context value (what the GUC, schema or database template receives).
     pub(crate) context: Arc<str>,
     /// Signed context mode (shared placement with `tenancy.signing_key_*`).
@@ -96,6 +97,7 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
         setup_sql,
         signing,
         guarded: rule.kind == PlacementKind::Shared && config.tenancy.guard,
+        placement: rule.kind,
         context: Arc::from(tenant.context.as_str()),
     })
 }

@@ -18,6 +18,7 @@ use crate::pool::{Checkout, Pool};
 use crate::protocol::header::{Header, frontend};
 use crate::protocol::messages;
 use crate::protocol::startup::StartupParams;
+use crate::relay::params::SessionParams;
 use crate::routing::{Route, route};
 use crate::server::{Shared, TenantSlot};
 use crate::stream::ClientStream;
@@ -33,6 +34,8 @@ pub(crate) struct LoggedIn {
     pub(crate) tenant: String,
     /// The upstream role a JWT chose (kept when a reload places the tenant again).
     pub(crate) jwt_role: Option<String>,
+    /// Session parameters from the startup packet, applied on every server connection.
+    pub(crate) params: SessionParams,
     pub(crate) route: Route,
     pub(crate) pool: Arc<Pool>,
     pub(crate) cancel: CancelHandle,
@@ -108,6 +111,7 @@ pub(crate) async fn login(
         .get(&tenant_name)
         .and_then(|t| t.max_clients)
         .unwrap_or(config.server.max_tenant_clients);
+    let session_params = SessionParams::from_startup(params, route.placement)?;
     let tenant_slot = ctx
         .shared
         .tenant_slot(&route.tenant, max_clients)
@@ -121,12 +125,12 @@ pub(crate) async fn login(
     let cancel = ctx.shared.cancels.register();
 
     messages::auth_ok(&mut out);
-    let app_name = params.get("application_name").unwrap_or_default();
     for (name, value) in pool.params().map(Vec::as_slice).unwrap_or_default() {
-        let value = if name == "application_name" {
-            app_name
-        } else {
-            value.as_str()
+        // What the client asked for, as a direct connection would report it.
+        let value = match session_params.given.iter().find(|(n, _)| n == name) {
+            Some((_, v)) => v.as_str(),
+            None if name == "application_name" => "",
+            None => value.as_str(),
         };
         messages::parameter_status(&mut out, name, value);
     }
@@ -146,6 +150,7 @@ pub(crate) async fn login(
         user: hint.user,
         tenant: tenant_name,
         jwt_role,
+        params: session_params,
         route,
         pool,
         cancel,

@@ -110,8 +110,22 @@ fn sni_tenant(server_name: &str, suffix: Option<&str>) -> Option<String> {
 /// Reads `-c tenant=acme` / `--tenant=acme` out of the startup `options`; refuses any option
 /// that would set the tenant GUC.
 fn parse_options(options: &str, guc: &str) -> Result<Option<String>, TenantError> {
-    let words = split_options(options);
     let mut tenant = None;
+    for (name, value) in option_settings(options)? {
+        let name_norm = name.trim().to_ascii_lowercase().replace('-', "_");
+        if name_norm == "tenant" {
+            tenant = Some(value);
+        } else if name_norm == guc.to_ascii_lowercase() {
+            return Err(TenantError::ForbiddenOption(name));
+        }
+    }
+    Ok(tenant)
+}
+
+/// Every `-c name=value`, `-cname=value` and `--name=value` in the startup `options`, in order.
+pub(crate) fn option_settings(options: &str) -> Result<Vec<(String, String)>, TenantError> {
+    let words = split_options(options);
+    let mut out = Vec::new();
     let mut i = 0;
     while i < words.len() {
         let w = &words[i];
@@ -133,14 +147,9 @@ fn parse_options(options: &str, guc: &str) -> Result<Option<String>, TenantError
         let (name, value) = setting
             .split_once('=')
             .ok_or_else(|| TenantError::BadOptions(format!("{setting:?} has no '='")))?;
-        let name_norm = name.trim().to_ascii_lowercase().replace('-', "_");
-        if name_norm == "tenant" {
-            tenant = Some(value.to_owned());
-        } else if name_norm == guc.to_ascii_lowercase() {
-            return Err(TenantError::ForbiddenOption(name.to_owned()));
-        }
+        out.push((name.to_owned(), value.to_owned()));
     }
-    Ok(tenant)
+    Ok(out)
 }
 
 /// Splits `options` on unescaped spaces, as PostgreSQL's `pg_split_opts` does.
