@@ -116,7 +116,7 @@ impl Proxy {
             Verifier::parse(&hash_password(&format!("{:x}", rand::random::<u128>())))
                 .map_err(|e| ConfigError::invalid("users", e))?;
         let shared = Arc::new(Shared {
-            pools: Pools::new(config.pool.clone()),
+            pools: Pools::new(&config),
             guard_cache: Arc::new(VerdictCache::new(Policy::new(&config.tenancy.guc))),
             config: RwLock::new(Arc::new(config)),
             cancels: Arc::new(CancelRegistry::default()),

@@ -39,12 +39,8 @@ async fn superuser() -> tokio_postgres::Client {
 async fn a_busy_tenant_cannot_starve_a_lone_client() {
     let db = unique("shared_fair");
     create_shared_db(&db, &[]);
-    let tenants = tenant_toml(
-        "busy",
-        "shared",
-        &db,
-        &format!("pool_size = {POOL_SIZE}"),
-    ) + &tenant_toml("lone", "shared", &db, &format!("pool_size = {POOL_SIZE}"));
+    let tenants = tenant_toml("busy", "shared", &db, &format!("pool_size = {POOL_SIZE}"))
+        + &tenant_toml("lone", "shared", &db, &format!("pool_size = {POOL_SIZE}"));
     let toml = config_text(&tenants).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nmax_client_conn = 400",
@@ -174,9 +170,15 @@ async fn a_capped_tenant_never_holds_more_than_its_cap() {
         "per-tenant cap: capped ran {capped_tx} transactions on at most {max_capped} server \
          connections at once; free ran {free_tx} on at most {max_free}"
     );
-    assert_eq!(max_capped, 1, "the capped tenant held {max_capped} connections");
+    assert_eq!(
+        max_capped, 1,
+        "the capped tenant held {max_capped} connections"
+    );
     assert!(max_free >= 2, "the other tenant never ran in parallel");
     // 3 s of 30 ms transactions on one connection is at most ~100; free has 3 connections.
-    assert!(capped_tx >= 20 && free_tx > capped_tx, "{capped_tx} / {free_tx}");
+    assert!(
+        capped_tx >= 20 && free_tx > capped_tx,
+        "{capped_tx} / {free_tx}"
+    );
     Arc::into_inner(proxy).expect("sole owner").shutdown().await;
 }

@@ -1,0 +1,1 @@
+//! Pool tests against a real cluster.
