@@ -27,7 +27,7 @@ impl Checkout {
     pub(crate) fn conn(&mut self) -> &mut ServerConn {
         // `conn` is only taken by `release`, which consumes `self`.
         match self.conn.as_mut() {
-            Some(c) => &mut c.conn,
+            Some(c) => c.conn_mut(),
             None => unreachable!(),
         }
     }
@@ -43,7 +43,7 @@ impl Checkout {
 impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // Closed first, so its share of the shard's budget is free for whoever is next.
+            // Closed (in the background) before the slot goes to the next waiter.
             drop(conn);
             self.pool.forfeit(&self.tenant);
         }

@@ -482,10 +482,9 @@ impl Pool {
     fn take_idle(&self, st: &mut State, tenant: &str, settings: &PoolSettings) -> Option<Pooled> {
         let generation = self.shard.generation();
         loop {
-            let own = st
-                .idle
-                .iter()
-                .rposition(|c| matches!(&c.conn.state, SessionState::UsedBy(t) if **t == *tenant));
+            let own = st.idle.iter().rposition(
+                |c| matches!(&c.conn().state, SessionState::UsedBy(t) if **t == *tenant),
+            );
             let conn = match own {
                 Some(i) => st.idle.remove(i),
                 None => st.idle.pop()?,
@@ -495,7 +494,8 @@ impl Pool {
                 continue;
             }
             // A connection back in the pool a moment ago is not worth a syscall to check.
-            if now.duration_since(conn.conn.last_used) >= LIVENESS_CHECK_AFTER && !still_open(&conn)
+            if now.duration_since(conn.conn().last_used) >= LIVENESS_CHECK_AFTER
+                && !still_open(&conn)
             {
                 continue;
             }
@@ -510,7 +510,7 @@ impl Pool {
     fn release(&self, mut conn: Pooled, tenant: &str) {
         let settings = self.common.settings();
         let now = Instant::now();
-        conn.conn.last_used = now;
+        conn.conn_mut().last_used = now;
         self.common.registry.mark(conn.id, ServerState::Idle, None);
         let generation = self.shard.generation();
         let mut close = None;
@@ -646,8 +646,8 @@ impl Pool {
 /// Past its (jittered) lifetime, idle too long, or opened to a shard target since replaced.
 fn retired(conn: &Pooled, now: Instant, settings: &PoolSettings, generation: u64) -> bool {
     conn.generation != generation
-        || now.duration_since(conn.conn.created) >= conn.lifetime(settings.server_lifetime)
-        || now.duration_since(conn.conn.last_used) >= settings.server_idle_timeout
+        || now.duration_since(conn.conn().created) >= conn.lifetime(settings.server_lifetime)
+        || now.duration_since(conn.conn().last_used) >= settings.server_idle_timeout
 }
 
 /// A checkout queued for a slot; dropping it (timeout, client gone) leaves the queue, and
@@ -709,7 +709,7 @@ impl Drop for Pending<'_> {
 /// `pg_terminate_backend`) means the connection is not reusable.
 fn still_open(conn: &Pooled) -> bool {
     let mut byte = [0u8; 1];
-    matches!(conn.conn.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(conn.conn().stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Idle connections older than this are checked for a closed socket before reuse.

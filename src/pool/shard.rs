@@ -193,7 +193,7 @@ impl ShardState {
                 inner.waiters.is_empty()
             };
             if queue_empty && let Some(idle) = self.evict_idle(key) {
-                return Ok(Grant::Budget(idle.into_budget()));
+                return Ok(Grant::Budget(idle.close_keeping_budget().await));
             }
             let (tx, rx) = oneshot::channel();
             let id = {
