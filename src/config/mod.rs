@@ -143,7 +143,7 @@ pub(crate) struct Tenancy {
 
 /// A PostgreSQL server holding tenants. Compared by value: a reload that changes any field
 /// retires the shard's server connections.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shard {
     pub(crate) name: String,
     pub(crate) host: String,

@@ -32,6 +32,14 @@ impl Checkout {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn pooled(&self) -> &Pooled {
+        match self.conn.as_ref() {
+            Some(c) => c,
+            None => unreachable!(),
+        }
+    }
+
     /// Returns a clean, idle connection to the pool.
     pub(crate) fn release(mut self) {
         if let Some(conn) = self.conn.take() {
