@@ -6,7 +6,7 @@
 //! Lock order: a pool's state, then a shard's `inner`; never a pool while `inner` is held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ pub(super) struct ShardState {
     generation: AtomicU64,
     up: AtomicBool,
     inner: Mutex<Inner>,
+    /// `inner.waiters.len()`, readable without the lock: a release (every transaction) looks
+    /// at it, and takes the lock only when pools wait.
+    queued: AtomicUsize,
     /// The pools of this shard, for LRU eviction and for dropping idle connections.
     pools: Mutex<HashMap<PoolKey, Weak<Pool>>>,
     common: Arc<Common>,
@@ -110,6 +113,7 @@ impl ShardState {
             target: Mutex::new((shard, 0)),
             generation: AtomicU64::new(0),
             up: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 conns: 0,
                 waiters: FairQueue::new(),
@@ -208,6 +212,7 @@ impl ShardState {
                 inner.next_id += 1;
                 let id = inner.next_id;
                 inner.waiters.push(key.clone(), Waiter { id, tx });
+                self.count_waiters(&inner);
                 id
             };
             let mut wait = Wait {
@@ -228,6 +233,10 @@ impl ShardState {
         }
     }
 
+    fn count_waiters(&self, inner: &Inner) {
+        self.queued.store(inner.waiters.len(), Ordering::SeqCst);
+    }
+
     fn has_room(&self, inner: &Inner) -> bool {
         let cap = self.common.settings().max_shard_connections;
         cap == 0 || (inner.conns < cap && inner.waiters.is_empty())
@@ -243,6 +252,7 @@ impl ShardState {
     fn release_budget(self: &Arc<Self>) {
         let mut inner = lock(&self.inner);
         while let Some((_, w)) = inner.waiters.pop(|_| true) {
+            self.count_waiters(&inner);
             match w.tx.send(Grant::Budget(self.budget())) {
                 Ok(()) => return,
                 Err(grant) => disarm(grant),
@@ -259,6 +269,7 @@ impl ShardState {
             let Some((_, w)) = inner.waiters.pop(|_| true) else {
                 break;
             };
+            self.count_waiters(&inner);
             inner.conns += 1;
             if let Err(grant) = w.tx.send(Grant::Budget(self.budget())) {
                 disarm(grant);
@@ -271,6 +282,11 @@ impl ShardState {
     /// shard's budget, the next one in turn gets it (directly if it is `key`'s own checkout,
     /// by closing it otherwise).
     pub(super) fn handoff(&self, key: &PoolKey, mut conn: Pooled) -> Handoff {
+        // A pool that queues after this reads 0 looks for idle connections after queueing,
+        // and finds this one: the caller holds its pool's lock until it is in the idle list.
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            return Handoff::Keep(conn);
+        }
         let mut inner = lock(&self.inner);
         loop {
             match inner.waiters.next_key() {
@@ -281,6 +297,7 @@ impl ShardState {
             let Some(w) = inner.waiters.pop_key(key) else {
                 return Handoff::Keep(conn);
             };
+            self.count_waiters(&inner);
             match w.tx.send(Grant::Conn(conn)) {
                 Ok(()) => return Handoff::Given,
                 Err(Grant::Conn(back)) => conn = back,
@@ -321,7 +338,9 @@ impl ShardState {
             }
             let spawn = !inner.checking;
             inner.checking = true;
-            (inner.waiters.drain(), spawn)
+            let drained = inner.waiters.drain();
+            self.count_waiters(&inner);
+            (drained, spawn)
         };
         tracing::warn!(shard = %self.name, error = %err, "shard marked down");
         drop(waiters);
@@ -394,7 +413,10 @@ impl Drop for Wait<'_> {
         let late = {
             let mut inner = lock(&self.shard.inner);
             match inner.waiters.remove(self.key, |w| w.id == self.id) {
-                Some(_) => None,
+                Some(_) => {
+                    self.shard.count_waiters(&inner);
+                    None
+                }
                 // Sent under the same lock: it is in the channel by now, if at all.
                 None => self.rx.try_recv().ok(),
             }

@@ -29,6 +29,7 @@ fn cluster() -> &'static Cluster {
         for db in [
             "pool_stats",
             "pool_cap",
+            "pool_leave",
             "pool_moved",
             "pool_re_a",
             "pool_re_b",
@@ -210,6 +211,33 @@ async fn a_tenant_at_its_cap_waits_while_others_are_served() {
         .expect("served after its own release");
     assert_eq!(pools.pool_stats()[0].active, 3);
     drop((a, b, again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_leaves_takes_no_slot_with_it() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let r = route(&config, "acme", "pool_leave", 1, 0);
+    let pool = pools.get(&r);
+    let held = pool.checkout(&r.tenant).await.expect("checkout");
+    for _ in 0..3 {
+        let gone = tokio::spawn({
+            let (pool, tenant) = (pool.clone(), r.tenant.clone());
+            async move { pool.checkout(&tenant).await.map(drop) }
+        });
+        eventually("queued", || pools.pool_stats()[0].waiting == 1).await;
+        gone.abort();
+        assert!(gone.await.is_err());
+        assert_eq!(pools.pool_stats()[0].waiting, 0);
+    }
+    held.release();
+    let again = tokio::time::timeout(Duration::from_secs(1), pool.checkout(&r.tenant))
+        .await
+        .expect("the slot is free")
+        .expect("checkout");
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle, p.waiting), (1, 0, 0));
+    drop(again);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
