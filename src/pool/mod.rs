@@ -587,6 +587,17 @@ impl Pool {
         (!st.idle.is_empty()).then_some(st.last_used)
     }
 
+    /// The most recently used usable idle connection, for a checkout of this pool that was
+    /// given room for a new one.
+    fn take_any_idle(&self) -> Option<Pooled> {
+        let settings = self.common.settings();
+        let mut st = self.lock();
+        if st.idle.is_empty() {
+            return None;
+        }
+        self.take_idle(&mut st, "", &settings)
+    }
+
     /// The least recently used idle connection, for another pool of the shard.
     fn take_oldest_idle(&self) -> Option<Pooled> {
         let mut st = self.lock();

@@ -177,8 +177,8 @@ impl ShardState {
 
     /// Room for one new server connection of pool `key`: at once if the shard is under
     /// `max_shard_connections`, else by closing an idle connection of the least recently used
-    /// other pool, else by waiting (round-robin by pool) until `deadline`. A waiting pool may
-    /// instead receive one of its own connections released meanwhile.
+    /// other pool, else by waiting (round-robin by pool) until `deadline`. A connection of the
+    /// pool itself, released meanwhile, is taken instead.
     pub(super) async fn acquire(
         self: &Arc<Self>,
         key: &PoolKey,
@@ -187,6 +187,9 @@ impl ShardState {
         loop {
             if !self.is_up() {
                 return Err(AcquireError::Down(self.down_reason()));
+            }
+            if let Some(own) = self.own_idle(key) {
+                return Ok(Grant::Conn(own));
             }
             let queue_empty = {
                 let mut inner = lock(&self.inner);
@@ -221,8 +224,11 @@ impl ShardState {
                 id,
                 rx,
             };
-            // An idle connection put back just before this pool queued: close it, so its
-            // budget goes to the first pool in line.
+            // A connection put back just before this pool queued: its own is taken (leaving
+            // the queue), another pool's is closed so its budget goes to the first in line.
+            if let Some(own) = self.own_idle(key) {
+                return Ok(Grant::Conn(own));
+            }
             drop(self.evict_idle(key));
             match tokio::time::timeout_at(deadline.into(), &mut wait.rx).await {
                 Ok(Ok(grant)) => return Ok(grant),
@@ -304,6 +310,12 @@ impl ShardState {
                 Err(Grant::Budget(_)) => unreachable!("only a connection was sent"),
             }
         }
+    }
+
+    /// An idle connection of pool `key` itself.
+    fn own_idle(&self, key: &PoolKey) -> Option<Pooled> {
+        let pool = lock(&self.pools).get(key).and_then(Weak::upgrade)?;
+        pool.take_any_idle()
     }
 
     /// Takes an idle connection from the least recently used pool of this shard other than
