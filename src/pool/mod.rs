@@ -177,13 +177,13 @@ impl Pools {
             // The map's own reference is the only one: no session can check out from it.
             let unused = Arc::strong_count(pool) == 1 && pool.unused(now, idle_timeout);
             if unused {
-                removed.push((key.clone(), pool.shard.clone()));
+                removed.push((key.clone(), pool.shard.clone(), Arc::downgrade(pool)));
             }
             !unused
         });
-        for (key, shard) in removed {
+        for (key, shard, pool) in removed {
             tracing::debug!(shard = %key.shard, database = %key.database, role = %key.role, "unused pool removed");
-            shard.remove_pool(&key);
+            shard.remove_pool(&key, &pool);
         }
     }
 }
@@ -640,7 +640,7 @@ impl Pool {
         PoolStats {
             key: self.key.clone(),
             size: st.size,
-            active: st.slots - st.pending.len(),
+            active: st.slots.saturating_sub(st.pending.len()),
             idle: st.idle.len(),
             waiting: st.queue.len() + st.pending.len(),
             max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),

@@ -144,8 +144,12 @@ impl ShardState {
         lock(&self.pools).insert(pool.key.clone(), Arc::downgrade(pool));
     }
 
-    pub(super) fn remove_pool(&self, key: &PoolKey) {
-        lock(&self.pools).remove(key);
+    /// Forgets `pool`, unless a new pool took its key meanwhile.
+    pub(super) fn remove_pool(&self, key: &PoolKey, pool: &Weak<Pool>) {
+        let mut pools = lock(&self.pools);
+        if pools.get(key).is_some_and(|p| p.ptr_eq(pool)) {
+            pools.remove(key);
+        }
     }
 
     fn pools(&self) -> Vec<Arc<Pool>> {
