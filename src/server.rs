@@ -346,7 +346,7 @@ impl Proxy {
             Verifier::parse(&hash_password(&format!("{:x}", rand::random::<u128>())))
                 .map_err(|e| ConfigError::invalid("users", e))?;
         let shared = Arc::new(Shared {
-            pools: Pools::new(config.pool.clone()),
+            pools: Pools::new(&config),
             metrics: Metrics::new(config.server.tenant_labels),
             snapshot: RwLock::new(Arc::new(Snapshot {
                 guard_cache: Arc::new(VerdictCache::new(Policy::new(&config.tenancy.guc))),

@@ -241,7 +241,7 @@ async fn console_lists_pools_clients_servers_tenants_shards_stats_config() {
     let cols: Vec<&str> = alpha_db.split('|').collect();
     assert_eq!(cols[1..3], ["pgtenant", "main"], "{alpha_db}");
     assert_eq!(cols[5], "1", "one idle client: {alpha_db}");
-    assert_eq!(cols[10..], ["transaction", "3"], "{alpha_db}");
+    assert_eq!(cols[10..12], ["transaction", "3"], "{alpha_db}");
     let clients = show("CLIENTS");
     assert!(
         clients

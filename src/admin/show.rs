@@ -104,6 +104,8 @@ fn pools(shared: &Shared, config: &Config) -> Table {
         ("maxwait_us", Int8),
         ("pool_mode", Text),
         ("pool_size", Int8),
+        ("queued", Int8),
+        ("checkouts", Int8),
     ]);
     let mut stats = shared.pools.pool_stats();
     stats.sort_by(|a, b| (&a.key.shard, &a.key.database).cmp(&(&b.key.shard, &b.key.database)));
@@ -122,6 +124,8 @@ fn pools(shared: &Shared, config: &Config) -> Table {
             s(p.max_wait.subsec_micros()),
             s(mode(n.mode.unwrap_or(config.pool.mode))),
             s(p.size),
+            s(p.waiting),
+            s(p.checkouts),
         ]);
     }
     t

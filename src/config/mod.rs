@@ -120,17 +120,25 @@ pub(crate) struct TlsSettings {
     pub(crate) require: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PoolSettings {
     pub(crate) mode: PoolMode,
     pub(crate) default_pool_size: usize,
     pub(crate) query_wait_timeout: Duration,
     pub(crate) server_idle_timeout: Duration,
     pub(crate) server_connect_timeout: Duration,
+    /// Each connection lives a random 0.9-1.1 times this, so connections made together do not
+    /// all expire together.
     pub(crate) server_lifetime: Duration,
     /// Prepared statements pgtenant keeps on one server connection; the least recently used
     /// is closed to make room. Zero: no limit.
     pub(crate) max_prepared_statements: usize,
+    /// Server connections one tenant may hold at once in one pool; 0 means no cap.
+    pub(crate) tenant_max_server_connections: usize,
+    /// Server connections of all pools of one shard together; 0 means no cap.
+    pub(crate) max_shard_connections: usize,
+    /// How often a shard marked down is tried again (connect + authenticate).
+    pub(crate) health_check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -149,8 +157,9 @@ pub(crate) struct Tenancy {
     pub(crate) unlisted: Option<Rule>,
 }
 
-/// A PostgreSQL server holding tenants.
-#[derive(Debug)]
+/// A PostgreSQL server holding tenants. Compared by value: a reload that changes any field
+/// retires the shard's server connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shard {
     pub(crate) name: String,
     pub(crate) host: String,
@@ -171,6 +180,8 @@ pub(crate) struct Rule {
     pub(crate) shards: Vec<String>,
     pub(crate) pool_mode: Option<PoolMode>,
     pub(crate) pool_size: Option<usize>,
+    /// Overrides `pool.tenant_max_server_connections` (0: no cap).
+    pub(crate) max_server_connections: Option<usize>,
 }
 
 /// A tenant listed in the directory.

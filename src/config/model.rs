@@ -73,6 +73,9 @@ pub(crate) struct RawPool {
     pub(crate) server_connect_timeout: f64,
     pub(crate) server_lifetime: f64,
     pub(crate) max_prepared_statements: u32,
+    pub(crate) tenant_max_server_connections: u32,
+    pub(crate) max_shard_connections: u32,
+    pub(crate) health_check_interval: f64,
 }
 
 impl Default for RawPool {
@@ -85,6 +88,9 @@ impl Default for RawPool {
             server_connect_timeout: 5.0,
             server_lifetime: 3600.0,
             max_prepared_statements: 200,
+            tenant_max_server_connections: 0,
+            max_shard_connections: 0,
+            health_check_interval: 2.0,
         }
     }
 }
@@ -137,6 +143,7 @@ pub(crate) struct RawRule {
     pub(crate) shards: Option<Vec<String>>,
     pub(crate) pool_mode: Option<String>,
     pub(crate) pool_size: Option<u32>,
+    pub(crate) max_server_connections: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +182,7 @@ pub(crate) struct RawTenant {
     pub(crate) pool_size: Option<u32>,
     /// Clients of this tenant at once (overrides `server.max_tenant_clients`).
     pub(crate) max_clients: Option<u32>,
+    pub(crate) max_server_connections: Option<u32>,
 }
 
 fn default_status() -> String {

@@ -171,3 +171,31 @@ fn docker_stack_config_is_valid() {
         "the stack has a console user"
     );
 }
+
+#[test]
+fn pool_limits_and_health_checks() {
+    let c = Config::from_toml_str(SHARD).expect("valid");
+    assert_eq!(c.pool.tenant_max_server_connections, 0);
+    assert_eq!(c.pool.max_shard_connections, 0);
+    assert_eq!(
+        c.pool.health_check_interval,
+        std::time::Duration::from_secs(2)
+    );
+    let c = Config::from_toml_str(&format!(
+        "{SHARD}[pool]\ntenant_max_server_connections = 3\nmax_shard_connections = 50\nhealth_check_interval = 0.5\n\
+         [tenants.acme]\nplacement = \"database\"\nmax_server_connections = 1\n\
+         [tenants.big]\nplacement = \"database\"\nmax_server_connections = 0\n\
+         [tenancy]\nunlisted = \"place\"\n[tenancy.default]\nplacement = \"database\"\nmax_server_connections = 2\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.pool.tenant_max_server_connections, 3);
+    assert_eq!(c.pool.max_shard_connections, 50);
+    assert_eq!(c.tenants["acme"].rule.max_server_connections, Some(1));
+    assert_eq!(c.tenants["big"].rule.max_server_connections, Some(0));
+    let default = c.tenancy.unlisted.as_ref().expect("default rule");
+    assert_eq!(default.max_server_connections, Some(2));
+    let e = err(&format!("{SHARD}[pool]\nhealth_check_interval = 0\n"));
+    assert!(e.contains("pool.health_check_interval"), "{e}");
+    let e = err(&format!("{SHARD}[pool]\nmax_shard_connections = -1\n"));
+    assert!(e.contains("max_shard_connections"), "{e}");
+}

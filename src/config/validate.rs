@@ -132,6 +132,16 @@ fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(v))
 }
 
+fn positive_seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v <= 0.0 {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be a number of seconds > 0, got {v}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 pub(super) fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
     let path = PathBuf::from(p);
     match base {
@@ -160,6 +170,12 @@ fn pool(raw: &RawPool) -> Result<PoolSettings, ConfigError> {
         server_connect_timeout: seconds("pool.server_connect_timeout", raw.server_connect_timeout)?,
         server_lifetime: seconds("pool.server_lifetime", raw.server_lifetime)?,
         max_prepared_statements: raw.max_prepared_statements as usize,
+        tenant_max_server_connections: raw.tenant_max_server_connections as usize,
+        max_shard_connections: raw.max_shard_connections as usize,
+        health_check_interval: positive_seconds(
+            "pool.health_check_interval",
+            raw.health_check_interval,
+        )?,
     })
 }
 
@@ -258,6 +274,7 @@ struct RuleFields<'a> {
     role: Option<&'a str>,
     pool_mode: Option<&'a str>,
     pool_size: Option<u32>,
+    max_server_connections: Option<u32>,
 }
 
 fn rule(prefix: &str, f: RuleFields<'_>, shards: Vec<String>) -> Result<Rule, ConfigError> {
@@ -305,6 +322,7 @@ fn rule(prefix: &str, f: RuleFields<'_>, shards: Vec<String>) -> Result<Rule, Co
         shards,
         pool_mode,
         pool_size,
+        max_server_connections: f.max_server_connections.map(|n| n as usize),
     })
 }
 
@@ -466,6 +484,7 @@ fn default_rule(d: RawRule, shards: &BTreeMap<String, Arc<Shard>>) -> Result<Rul
             role: d.role.as_deref(),
             pool_mode: d.pool_mode.as_deref(),
             pool_size: d.pool_size,
+            max_server_connections: d.max_server_connections,
         },
         candidates,
     )
@@ -520,6 +539,7 @@ fn tenants(
                 role: t.role.as_deref(),
                 pool_mode: t.pool_mode.as_deref(),
                 pool_size: t.pool_size,
+                max_server_connections: t.max_server_connections,
             },
             candidates,
         )?;

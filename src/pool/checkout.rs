@@ -1,37 +1,59 @@
 //! A checked-out server connection. Dropping it without [`Checkout::release`] closes the
-//! connection: a connection in an unknown state is never handed on.
+//! connection (a connection in an unknown state is never handed on) and gives its slot to the
+//! next waiter.
 
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::Pool;
+use super::pooled::Pooled;
 use crate::backend::conn::ServerConn;
 
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
-    conn: Option<ServerConn>,
-    _permit: OwnedSemaphorePermit,
+    tenant: Arc<str>,
+    /// `None` only once released.
+    conn: Option<Pooled>,
 }
 
 impl Checkout {
-    pub(super) fn new(pool: Arc<Pool>, conn: ServerConn, permit: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(pool: Arc<Pool>, tenant: Arc<str>, conn: Pooled) -> Self {
         Self {
             pool,
+            tenant,
             conn: Some(conn),
-            _permit: permit,
         }
     }
 
     pub(crate) fn conn(&mut self) -> &mut ServerConn {
         // `conn` is only taken by `release`, which consumes `self`.
-        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+        match self.conn.as_mut() {
+            Some(c) => c.conn_mut(),
+            None => unreachable!(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn pooled(&self) -> &Pooled {
+        match self.conn.as_ref() {
+            Some(c) => c,
+            None => unreachable!(),
+        }
     }
 
     /// Returns a clean, idle connection to the pool.
     pub(crate) fn release(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put_idle(conn);
+            self.pool.release(conn, &self.tenant);
+        }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Closed (in the background) before the slot goes to the next waiter.
+            drop(conn);
+            self.pool.forfeit(&self.tenant);
         }
     }
 }

@@ -1,25 +1,43 @@
-//! Pools of server connections keyed by (shard, database, role): checkout with
-//! `query_wait_timeout`, release, idle eviction. Waiters are served first come, first served.
+//! Pools of server connections keyed by (shard, database, role): fair checkout with
+//! `query_wait_timeout`, per-tenant caps, release, idle eviction, and the shard-wide budget
+//! and health the pools of one shard share (`shard.rs`).
+//!
+//! Waiters are grouped per tenant and served round-robin (first come, first served within a
+//! tenant), so one tenant with many busy clients cannot make another tenant's client wait
+//! behind all of them. A slot that comes free is handed straight to the next waiter. A
+//! connection whose checkout is dropped without [`Checkout::release`] is closed, never handed
+//! on. Must not do client I/O or know about the relay's protocol state.
 
 mod checkout;
+mod fair;
+mod pooled;
 mod reaper;
+mod shard;
 pub(crate) mod stats;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use checkout::Checkout;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::backend::BackendError;
-use crate::backend::conn::{ServerConn, SessionState};
+use crate::backend::conn::SessionState;
 use crate::backend::connect::{ServerParams, connect};
-use crate::config::{PoolSettings, Shard};
-use crate::error::{ClientError, ClientFacing, QUERY_CANCELED};
+use crate::config::{Config, PoolSettings, Shard};
+use crate::error::{ClientError, ClientFacing, QUERY_CANCELED, UNABLE_TO_CONNECT};
 use crate::routing::{PoolKey, Route};
+use fair::FairQueue;
+use pooled::Pooled;
+use shard::{AcquireError, Handoff, ShardState};
+use stats::{PoolStats, Registry, ServerState};
 
 #[derive(Debug, Error)]
 pub(crate) enum PoolError {
@@ -31,6 +49,9 @@ pub(crate) enum PoolError {
         database: String,
         secs: f64,
     },
+    /// The shard failed a connection recently and has not answered a health check since.
+    #[error("{reason}")]
+    ShardDown { reason: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -39,141 +60,589 @@ impl ClientFacing for PoolError {
     fn to_client(&self) -> ClientError {
         match self {
             PoolError::WaitTimeout { .. } => ClientError::new(QUERY_CANCELED, self.to_string()),
+            PoolError::ShardDown { .. } => ClientError::new(UNABLE_TO_CONNECT, self.to_string()),
             PoolError::Backend(b) => b.to_client(),
         }
     }
 }
 
-/// All pools of the process.
+/// What every pool and shard reads: the settings in force and the server registry.
+pub(super) struct Common {
+    settings: RwLock<PoolSettings>,
+    registry: Arc<Registry>,
+}
+
+impl Common {
+    fn settings(&self) -> PoolSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// All pools of the process, and the shards they connect to.
 pub(crate) struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
-    settings: PoolSettings,
+    shards: DashMap<String, Arc<ShardState>>,
+    common: Arc<Common>,
 }
 
 impl Pools {
-    pub(crate) fn new(settings: PoolSettings) -> Arc<Pools> {
+    /// Pools for `config`'s shards, with its `[pool]` settings; starts the reaper.
+    pub(crate) fn new(config: &Config) -> Arc<Pools> {
+        let common = Arc::new(Common {
+            settings: RwLock::new(config.pool.clone()),
+            registry: Arc::new(Registry::default()),
+        });
+        let shards = config
+            .shards
+            .values()
+            .map(|s| (s.name.clone(), ShardState::new(s.clone(), common.clone())))
+            .collect();
         let pools = Arc::new(Pools {
             map: DashMap::new(),
-            settings,
+            shards,
+            common,
         });
         reaper::spawn(Arc::downgrade(&pools));
         pools
     }
 
-    /// The pool serving `route`, created on first use.
+    /// The pool serving `route`, created on first use. A route whose shard differs (host,
+    /// port, user, password) from what the pool connects to retires the shard's connections; a
+    /// changed `pool_size` or tenant cap applies to later checkouts.
     pub(crate) fn get(&self, route: &Route) -> Arc<Pool> {
-        if let Some(p) = self.map.get(&route.key) {
-            return p.clone();
-        }
-        self.map
-            .entry(route.key.clone())
-            .or_insert_with(|| {
-                Arc::new(Pool {
-                    key: route.key.clone(),
-                    shard: route.shard.clone(),
-                    permits: Arc::new(Semaphore::new(route.pool_size)),
-                    size: route.pool_size,
-                    idle: Mutex::new(Vec::new()),
-                    params: OnceLock::new(),
-                    settings: self.settings.clone(),
+        let shard = self.shard(&route.shard);
+        shard.retarget(&route.shard);
+        let pool = match self.map.get(&route.key) {
+            Some(p) => p.clone(),
+            None => self
+                .map
+                .entry(route.key.clone())
+                .or_insert_with(|| {
+                    let pool = Arc::new(Pool::new(
+                        route.key.clone(),
+                        route.pool_size,
+                        shard.clone(),
+                        self.common.clone(),
+                    ));
+                    shard.add_pool(&pool);
+                    pool
                 })
-            })
+                .clone(),
+        };
+        pool.configure(route.pool_size, &route.tenant, route.max_server_connections);
+        pool
+    }
+
+    /// New `[pool]` settings (a reload): in force for later checkouts; a larger
+    /// `max_shard_connections` lets waiting pools in at once.
+    pub(crate) fn reconfigure(&self, settings: PoolSettings) {
+        *self
+            .common
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = settings;
+        let shards: Vec<_> = self.shards.iter().map(|e| e.value().clone()).collect();
+        for s in shards {
+            s.refill();
+        }
+    }
+
+    fn shard(&self, shard: &Arc<Shard>) -> Arc<ShardState> {
+        if let Some(s) = self.shards.get(&shard.name) {
+            return s.clone();
+        }
+        self.shards
+            .entry(shard.name.clone())
+            .or_insert_with(|| ShardState::new(shard.clone(), self.common.clone()))
             .clone()
     }
 
-    /// New pool settings (replaced by the pool branch's implementation at merge).
-    pub(crate) fn reconfigure(&self, _settings: PoolSettings) {}
-
     fn all(&self) -> Vec<Arc<Pool>> {
         self.map.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Forgets pools that hold nothing and were not used for `server_idle_timeout`, unless a
+    /// session still holds them.
+    fn remove_unused(&self) {
+        let idle_timeout = self.common.settings().server_idle_timeout;
+        let now = Instant::now();
+        let mut removed = Vec::new();
+        self.map.retain(|key, pool| {
+            // The map's own reference is the only one: no session can check out from it.
+            let unused = Arc::strong_count(pool) == 1 && pool.unused(now, idle_timeout);
+            if unused {
+                removed.push((key.clone(), pool.shard.clone(), Arc::downgrade(pool)));
+            }
+            !unused
+        });
+        for (key, shard, pool) in removed {
+            tracing::debug!(shard = %key.shard, database = %key.database, role = %key.role, "unused pool removed");
+            shard.remove_pool(&key, &pool);
+        }
     }
 }
 
 /// One pool: at most `size` server connections to one (shard, database, role).
 pub(crate) struct Pool {
     pub(crate) key: PoolKey,
-    shard: Arc<Shard>,
-    permits: Arc<Semaphore>,
-    size: usize,
-    idle: Mutex<Vec<ServerConn>>,
+    shard: Arc<ShardState>,
+    common: Arc<Common>,
+    state: Mutex<State>,
     params: OnceLock<ServerParams>,
-    settings: PoolSettings,
+    checkouts: AtomicU64,
+}
+
+struct State {
+    size: usize,
+    /// Checkouts holding a slot: with a connection, or opening one (`pending`).
+    slots: usize,
+    /// Slots without a connection yet (waiting for the shard's budget or connecting), by
+    /// checkout id, with the time their client started waiting.
+    pending: HashMap<u64, Instant>,
+    idle: Vec<Pooled>,
+    /// Slots held per tenant.
+    held: HashMap<Arc<str>, usize>,
+    /// Per-tenant caps on slots (absent: no cap), as the tenants' routes say.
+    caps: HashMap<Arc<str>, usize>,
+    queue: FairQueue<Arc<str>, Waiter>,
+    last_used: Instant,
+    next_id: u64,
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    tx: oneshot::Sender<Slot>,
+}
+
+/// What a waiter is given.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per handoff; boxing would allocate per checkout"
+)]
+enum Slot {
+    /// A connection from the idle list.
+    Idle(Pooled),
+    /// Room to open a new connection.
+    New,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn eligible(held: &HashMap<Arc<str>, usize>, caps: &HashMap<Arc<str>, usize>, t: &str) -> bool {
+    match caps.get(t) {
+        Some(&cap) => held.get(t).copied().unwrap_or(0) < cap,
+        None => true,
+    }
+}
+
+impl State {
+    fn eligible(&self, tenant: &str) -> bool {
+        eligible(&self.held, &self.caps, tenant)
+    }
+
+    fn hold(&mut self, tenant: &Arc<str>) {
+        self.slots += 1;
+        match self.held.get_mut(&**tenant) {
+            Some(n) => *n += 1,
+            None => {
+                self.held.insert(tenant.clone(), 1);
+            }
+        }
+    }
+
+    fn unhold(&mut self, tenant: &str) {
+        self.slots = self.slots.saturating_sub(1);
+        if let Some(n) = self.held.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(tenant);
+            }
+        }
+    }
+
+    /// Room for one more connection without going over `size`.
+    fn room_for_idle(&self) -> bool {
+        self.slots + self.idle.len() < self.size
+    }
 }
 
 impl Pool {
-    /// Waits up to `query_wait_timeout` for a slot, then hands out an idle connection (one
-    /// this tenant used last, if any: it needs no reset and no new tenant setup) or opens a new
-    /// one.
-    pub(crate) async fn checkout(self: &Arc<Self>, tenant: &str) -> Result<Checkout, PoolError> {
-        let wait = self.settings.query_wait_timeout;
-        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(PoolError::WaitTimeout {
-                    shard: self.key.shard.clone(),
-                    database: self.key.database.clone(),
-                    secs: wait.as_secs_f64(),
-                });
+    fn new(key: PoolKey, size: usize, shard: Arc<ShardState>, common: Arc<Common>) -> Pool {
+        Pool {
+            key,
+            shard,
+            common,
+            state: Mutex::new(State {
+                size,
+                slots: 0,
+                pending: HashMap::new(),
+                idle: Vec::new(),
+                held: HashMap::new(),
+                caps: HashMap::new(),
+                queue: FairQueue::new(),
+                last_used: Instant::now(),
+                next_id: 0,
+            }),
+            params: OnceLock::new(),
+            checkouts: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Waits up to `query_wait_timeout` for a slot (served round-robin by tenant; a tenant at
+    /// its cap waits while others are served), then hands out an idle connection (one this
+    /// tenant used last, if any: it needs no reset and no new tenant setup) or opens a new one
+    /// within the shard's budget.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+    ) -> Result<Checkout, PoolError> {
+        let settings = self.common.settings();
+        let since = Instant::now();
+        let deadline = since + settings.query_wait_timeout;
+        let (id, granted) = {
+            let mut st = self.lock();
+            st.last_used = since;
+            st.next_id += 1;
+            let id = st.next_id;
+            // Free slots and an eligible tenant mean nobody eligible is queued.
+            if st.slots < st.size && st.eligible(tenant) {
+                (id, Ok(self.grant(&mut st, tenant, id, since, &settings)))
+            } else {
+                let (tx, rx) = oneshot::channel();
+                st.queue.push(tenant.clone(), Waiter { id, since, tx });
+                (id, Err(rx))
             }
         };
-        if let Some(conn) = self.take_idle(tenant) {
-            return Ok(Checkout::new(self.clone(), conn, permit));
+        let slot = match granted {
+            Ok(slot) => slot,
+            Err(rx) => {
+                let mut wait = Wait {
+                    pool: self,
+                    tenant,
+                    id,
+                    rx,
+                };
+                match tokio::time::timeout_at(deadline.into(), &mut wait.rx).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => return Err(self.wait_timeout(&settings)),
+                }
+            }
+        };
+        let conn = match slot {
+            Slot::Idle(conn) => {
+                self.common
+                    .registry
+                    .mark(conn.id, ServerState::Active, Some(tenant));
+                conn
+            }
+            Slot::New => {
+                let pending = Pending {
+                    pool: self,
+                    tenant,
+                    id,
+                    settled: false,
+                };
+                let conn = self.open(tenant, deadline, &settings).await?;
+                pending.settle();
+                conn
+            }
+        };
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        Ok(Checkout::new(self.clone(), tenant.clone(), conn))
+    }
+
+    fn wait_timeout(&self, settings: &PoolSettings) -> PoolError {
+        PoolError::WaitTimeout {
+            shard: self.key.shard.clone(),
+            database: self.key.database.clone(),
+            secs: settings.query_wait_timeout.as_secs_f64(),
         }
-        let (conn, params) = connect(
-            &self.shard,
+    }
+
+    /// Gives `tenant` a slot: an idle connection if there is one, else room for a new one.
+    fn grant(
+        &self,
+        st: &mut State,
+        tenant: &Arc<str>,
+        id: u64,
+        since: Instant,
+        settings: &PoolSettings,
+    ) -> Slot {
+        st.hold(tenant);
+        match self.take_idle(st, tenant, settings) {
+            Some(conn) => Slot::Idle(conn),
+            None => {
+                st.pending.insert(id, since);
+                Slot::New
+            }
+        }
+    }
+
+    /// Gives free slots to waiters, round-robin by tenant, skipping tenants at their cap.
+    fn dispatch(&self, st: &mut State) {
+        if st.queue.is_empty() || st.slots >= st.size {
+            return;
+        }
+        let settings = self.common.settings();
+        while st.slots < st.size {
+            let next = {
+                let State {
+                    queue, held, caps, ..
+                } = &mut *st;
+                queue.pop(|t| eligible(held, caps, t))
+            };
+            let Some((tenant, w)) = next else { break };
+            let slot = self.grant(st, &tenant, w.id, w.since, &settings);
+            if let Err(slot) = w.tx.send(slot) {
+                // Gone already (cannot happen while `Wait` removes itself first).
+                self.ungrant(st, &tenant, w.id, slot);
+            }
+        }
+    }
+
+    /// Takes back a slot its waiter never used.
+    fn ungrant(&self, st: &mut State, tenant: &str, id: u64, slot: Slot) {
+        st.unhold(tenant);
+        match slot {
+            Slot::Idle(conn) if st.room_for_idle() => st.idle.push(conn),
+            Slot::Idle(conn) => drop(conn),
+            Slot::New => {
+                st.pending.remove(&id);
+            }
+        }
+    }
+
+    /// Opens a connection within the shard's budget (failing fast while the shard is down).
+    async fn open(
+        &self,
+        tenant: &Arc<str>,
+        deadline: Instant,
+        settings: &PoolSettings,
+    ) -> Result<Pooled, PoolError> {
+        let grant = self
+            .shard
+            .acquire(&self.key, deadline)
+            .await
+            .map_err(|e| match e {
+                AcquireError::Down(reason) => PoolError::ShardDown { reason },
+                AcquireError::Timeout => self.wait_timeout(settings),
+            })?;
+        let budget = match grant {
+            shard::Grant::Conn(conn) => {
+                self.common
+                    .registry
+                    .mark(conn.id, ServerState::Active, Some(tenant));
+                return Ok(conn);
+            }
+            shard::Grant::Budget(b) => b,
+        };
+        let (target, generation) = self.shard.target();
+        match connect(
+            &target,
             &self.key.database,
             &self.key.role,
-            self.settings.server_connect_timeout,
+            settings.server_connect_timeout,
         )
-        .await?;
-        let _ = self.params.set(params);
-        Ok(Checkout::new(self.clone(), conn, permit))
+        .await
+        {
+            Ok((conn, params)) => {
+                let _ = self.params.set(params);
+                Ok(Pooled::new(
+                    conn,
+                    budget,
+                    generation,
+                    &self.common.registry,
+                    &self.key,
+                    tenant,
+                ))
+            }
+            Err(e) => {
+                drop(budget);
+                self.shard.failed(&e, &self.key);
+                Err(e.into())
+            }
+        }
     }
 
     /// Takes the most recently used idle connection that `tenant` used last, else the most
-    /// recently used one; skips connections that are no longer usable.
-    fn take_idle(&self, tenant: &str) -> Option<ServerConn> {
+    /// recently used one; closes connections that are retired or no longer usable.
+    fn take_idle(&self, st: &mut State, tenant: &str, settings: &PoolSettings) -> Option<Pooled> {
+        let generation = self.shard.generation();
         loop {
-            let conn = {
-                let mut idle = self.lock_idle();
-                let own = idle
-                    .iter()
-                    .rposition(|c| matches!(&c.state, SessionState::UsedBy(t) if **t == *tenant));
-                match own {
-                    Some(i) => idle.remove(i),
-                    None => idle.pop()?,
-                }
+            let own = st.idle.iter().rposition(
+                |c| matches!(&c.conn().state, SessionState::UsedBy(t) if **t == *tenant),
+            );
+            let conn = match own {
+                Some(i) => st.idle.remove(i),
+                None => st.idle.pop()?,
             };
             let now = Instant::now();
-            if self.expired(&conn, now) {
+            if retired(&conn, now, settings, generation) {
                 continue;
             }
             // A connection back in the pool a moment ago is not worth a syscall to check.
-            if now.duration_since(conn.last_used) >= LIVENESS_CHECK_AFTER && !still_open(&conn) {
+            if now.duration_since(conn.conn().last_used) >= LIVENESS_CHECK_AFTER
+                && !still_open(&conn)
+            {
                 continue;
             }
             return Some(conn);
         }
     }
 
-    fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
-        now.duration_since(conn.created) >= self.settings.server_lifetime
-            || now.duration_since(conn.last_used) >= self.settings.server_idle_timeout
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ServerConn>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn put_idle(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
-        self.lock_idle().push(conn);
-    }
-
-    /// Closes idle connections past `server_idle_timeout` or `server_lifetime`.
-    fn evict_expired(&self) {
+    /// Returns a clean connection: to a checkout of this pool waiting for the shard's budget
+    /// or to the idle list (and from there to the next waiter); closed instead if it is
+    /// retired, the pool shrank, the shard is down, or another pool of the shard waits for
+    /// room.
+    fn release(&self, mut conn: Pooled, tenant: &str) {
+        let settings = self.common.settings();
         let now = Instant::now();
-        self.lock_idle().retain(|c| !self.expired(c, now));
+        conn.conn_mut().last_used = now;
+        self.common.registry.mark(conn.id, ServerState::Idle, None);
+        let generation = self.shard.generation();
+        let mut close = None;
+        {
+            let mut st = self.lock();
+            st.unhold(tenant);
+            st.last_used = now;
+            if retired(&conn, now, &settings, generation)
+                || !self.shard.is_up()
+                || !st.room_for_idle()
+            {
+                close = Some(conn);
+            } else {
+                match self.shard.handoff(&self.key, conn) {
+                    Handoff::Keep(conn) => st.idle.push(conn),
+                    Handoff::Given => {}
+                    Handoff::Close(conn) => close = Some(conn),
+                }
+            }
+            self.dispatch(&mut st);
+        }
+        drop(close);
+    }
+
+    /// A checkout ended without a clean release: its connection is closed already.
+    fn forfeit(&self, tenant: &str) {
+        let mut st = self.lock();
+        st.unhold(tenant);
+        st.last_used = Instant::now();
+        self.dispatch(&mut st);
+    }
+
+    /// Applies a route's pool size and tenant cap.
+    fn configure(&self, size: usize, tenant: &Arc<str>, cap: usize) {
+        let mut st = self.lock();
+        let mut changed = false;
+        if st.size != size {
+            st.size = size;
+            changed = true;
+        }
+        let current = st.caps.get(&**tenant).copied();
+        match (current, cap) {
+            (None, 0) => {}
+            (Some(_), 0) => {
+                st.caps.remove(&**tenant);
+                changed = true;
+            }
+            (Some(c), n) if c == n => {}
+            (_, n) => {
+                st.caps.insert(tenant.clone(), n);
+                changed = true;
+            }
+        }
+        if changed {
+            let mut surplus = Vec::new();
+            while st.slots + st.idle.len() > st.size && !st.idle.is_empty() {
+                surplus.push(st.idle.remove(0));
+            }
+            self.dispatch(&mut st);
+            drop(st);
+            drop(surplus);
+        }
+    }
+
+    /// Closes every idle connection (the shard went down or moved).
+    fn drop_idle(&self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        drop(idle);
+    }
+
+    /// When the pool was last used, if it has an idle connection to spare.
+    fn idle_since(&self) -> Option<Instant> {
+        let st = self.lock();
+        (!st.idle.is_empty()).then_some(st.last_used)
+    }
+
+    /// The most recently used usable idle connection, for a checkout of this pool that was
+    /// given room for a new one.
+    fn take_any_idle(&self) -> Option<Pooled> {
+        let settings = self.common.settings();
+        let mut st = self.lock();
+        if st.idle.is_empty() {
+            return None;
+        }
+        self.take_idle(&mut st, "", &settings)
+    }
+
+    /// The least recently used idle connection, for another pool of the shard.
+    fn take_oldest_idle(&self) -> Option<Pooled> {
+        let mut st = self.lock();
+        (!st.idle.is_empty()).then(|| st.idle.remove(0))
+    }
+
+    /// Closes idle connections past `server_idle_timeout` or their `server_lifetime`.
+    fn evict_expired(&self) {
+        let settings = self.common.settings();
+        let generation = self.shard.generation();
+        let now = Instant::now();
+        let expired: Vec<Pooled> = {
+            let mut st = self.lock();
+            let (keep, expired) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|c| !retired(c, now, &settings, generation));
+            st.idle = keep;
+            expired
+        };
+        drop(expired);
+    }
+
+    /// Holds nothing, nobody waits, and unused for `idle_timeout`.
+    fn unused(&self, now: Instant, idle_timeout: Duration) -> bool {
+        let st = self.lock();
+        st.slots == 0
+            && st.idle.is_empty()
+            && st.queue.is_empty()
+            && now.duration_since(st.last_used) >= idle_timeout
+    }
+
+    fn stats(&self, now: Instant) -> PoolStats {
+        let st = self.lock();
+        let oldest = st
+            .queue
+            .fronts()
+            .map(|w| w.since)
+            .chain(st.pending.values().copied())
+            .min();
+        PoolStats {
+            key: self.key.clone(),
+            size: st.size,
+            active: st.slots.saturating_sub(st.pending.len()),
+            idle: st.idle.len(),
+            waiting: st.queue.len() + st.pending.len(),
+            max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
+        }
     }
 
     /// The server's `ParameterStatus` list, once any connection was made.
@@ -182,11 +651,73 @@ impl Pool {
     }
 }
 
+/// Past its (jittered) lifetime, idle too long, or opened to a shard target since replaced.
+fn retired(conn: &Pooled, now: Instant, settings: &PoolSettings, generation: u64) -> bool {
+    conn.generation != generation
+        || now.duration_since(conn.conn().created) >= conn.lifetime(settings.server_lifetime)
+        || now.duration_since(conn.conn().last_used) >= settings.server_idle_timeout
+}
+
+/// A checkout queued for a slot; dropping it (timeout, client gone) leaves the queue, and
+/// passes on a slot that arrived meanwhile.
+struct Wait<'a> {
+    pool: &'a Pool,
+    tenant: &'a Arc<str>,
+    id: u64,
+    rx: oneshot::Receiver<Slot>,
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let mut st = self.pool.lock();
+        if st
+            .queue
+            .remove(&**self.tenant, |w| w.id == self.id)
+            .is_some()
+        {
+            return;
+        }
+        // Sent under the same lock: it is in the channel by now, or was received.
+        if let Ok(slot) = self.rx.try_recv() {
+            self.pool.ungrant(&mut st, self.tenant, self.id, slot);
+            self.pool.dispatch(&mut st);
+        }
+    }
+}
+
+/// A slot without a connection yet; dropping it (connect failed, client gone) frees the slot.
+struct Pending<'a> {
+    pool: &'a Pool,
+    tenant: &'a Arc<str>,
+    id: u64,
+    settled: bool,
+}
+
+impl Pending<'_> {
+    /// The connection is there: the slot is now the checkout's.
+    fn settle(mut self) {
+        self.pool.lock().pending.remove(&self.id);
+        self.settled = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut st = self.pool.lock();
+        st.pending.remove(&self.id);
+        st.unhold(self.tenant);
+        self.pool.dispatch(&mut st);
+    }
+}
+
 /// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from
 /// `pg_terminate_backend`) means the connection is not reusable.
-fn still_open(conn: &ServerConn) -> bool {
+fn still_open(conn: &Pooled) -> bool {
     let mut byte = [0u8; 1];
-    matches!(conn.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(conn.conn().stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Idle connections older than this are checked for a closed socket before reuse.

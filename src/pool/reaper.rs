@@ -1,4 +1,6 @@
-//! Background eviction of expired idle server connections.
+//! Background eviction: expired idle server connections, and pools that hold nothing and
+//! were not used for `server_idle_timeout` (thousands of database-per-tenant pools must not
+//! accumulate).
 
 use std::sync::Weak;
 
@@ -13,6 +15,7 @@ pub(super) fn spawn(pools: Weak<Pools>) {
             for pool in pools.all() {
                 pool.evict_expired();
             }
+            pools.remove_unused();
         }
     });
 }

@@ -1,21 +1,34 @@
-//! What the admin console and the metrics read about pools, server connections and shards.
+//! What the pools look like right now, for the admin console (`SHOW POOLS`, `SHOW SERVERS`,
+//! `SHOW SHARDS`) and Prometheus. Cheap enough to call once a second: every lock is taken
+//! briefly and none is held across an `.await`.
+//!
+//! Owns the registry of server connections (idle ones sit in pools, active ones inside
+//! [`super::Checkout`]s, so the pools alone cannot list them).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use dashmap::DashMap;
+
 use super::Pools;
-use crate::backend::conn::SessionState;
 use crate::routing::PoolKey;
 
+/// One pool (`SHOW POOLS`).
+#[derive(Debug, Clone)]
 pub(crate) struct PoolStats {
     pub(crate) key: PoolKey,
+    /// Server connections the pool may hold.
     pub(crate) size: usize,
+    /// Server connections checked out.
     pub(crate) active: usize,
     pub(crate) idle: usize,
+    /// Clients waiting for a server connection (queued, waiting for the shard's budget, or
+    /// while their connection is being opened).
     pub(crate) waiting: usize,
-    /// Longest current waiter.
+    /// How long the longest current waiter has waited.
     pub(crate) max_wait: Duration,
-    /// Checkouts since start.
+    /// Checkouts since the pool was created.
     pub(crate) checkouts: u64,
 }
 
@@ -25,94 +38,138 @@ pub(crate) enum ServerState {
     Idle,
 }
 
+/// One server connection (`SHOW SERVERS`).
+#[derive(Debug, Clone)]
 pub(crate) struct ServerStats {
     pub(crate) id: u64,
     pub(crate) key: PoolKey,
     pub(crate) state: ServerState,
-    /// Current or last tenant.
+    /// The tenant using it now, or the last one that did.
     pub(crate) tenant: Option<Arc<str>>,
     pub(crate) backend_pid: i32,
     pub(crate) connected_at: SystemTime,
+    /// Zero while active.
     pub(crate) idle_for: Duration,
 }
 
+/// One configured shard (`SHOW SHARDS`).
+#[derive(Debug, Clone)]
 pub(crate) struct ShardStats {
     pub(crate) name: String,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) up: bool,
+    /// Server connections to it, all pools together (including ones being opened).
     pub(crate) connections: usize,
-    /// 0: no cap.
+    /// `max_shard_connections`; 0 means no cap.
     pub(crate) max_connections: usize,
     pub(crate) pools: usize,
     pub(crate) last_error: Option<String>,
 }
 
-impl Pools {
-    pub(crate) fn pool_stats(&self) -> Vec<PoolStats> {
-        self.all()
-            .iter()
-            .map(|p| {
-                let idle = p.lock_idle().len();
-                let size = p.size;
-                let free = p.permits.available_permits();
-                PoolStats {
-                    key: p.key.clone(),
-                    size,
-                    active: size.saturating_sub(free),
-                    idle,
-                    waiting: 0,
-                    max_wait: Duration::ZERO,
-                    checkouts: 0,
-                }
-            })
-            .collect()
+/// A server connection as the registry knows it.
+struct ServerEntry {
+    key: PoolKey,
+    state: ServerState,
+    tenant: Option<Arc<str>>,
+    backend_pid: i32,
+    connected_at: SystemTime,
+    /// When `state` last changed.
+    since: Instant,
+}
+
+/// Every open server connection by id: an entry is made on connect, updated on checkout and
+/// release, and removed when the connection is closed (`Pooled`'s drop).
+#[derive(Default)]
+pub(super) struct Registry {
+    servers: DashMap<u64, ServerEntry>,
+    ids: AtomicU64,
+}
+
+impl Registry {
+    /// A new connection of pool `key`, active for `tenant`; returns its id.
+    pub(super) fn register(&self, key: &PoolKey, tenant: &Arc<str>, backend_pid: i32) -> u64 {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+        self.servers.insert(
+            id,
+            ServerEntry {
+                key: key.clone(),
+                state: ServerState::Active,
+                tenant: Some(tenant.clone()),
+                backend_pid,
+                connected_at: SystemTime::now(),
+                since: Instant::now(),
+            },
+        );
+        id
     }
 
+    /// Records that connection `id` is now `state`, for `tenant` if it is being checked out.
+    pub(super) fn mark(&self, id: u64, state: ServerState, tenant: Option<&Arc<str>>) {
+        if let Some(mut e) = self.servers.get_mut(&id) {
+            e.state = state;
+            e.since = Instant::now();
+            if let Some(t) = tenant
+                && e.tenant.as_deref() != Some(&**t)
+            {
+                e.tenant = Some(t.clone());
+            }
+        }
+    }
+
+    pub(super) fn remove(&self, id: u64) {
+        self.servers.remove(&id);
+    }
+}
+
+impl Pools {
+    /// Every pool, sorted by key.
+    pub(crate) fn pool_stats(&self) -> Vec<PoolStats> {
+        let pools: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
+        let now = Instant::now();
+        let mut out: Vec<PoolStats> = pools.iter().map(|p| p.stats(now)).collect();
+        out.sort_by(|a, b| key_order(&a.key, &b.key));
+        out
+    }
+
+    /// Every open server connection, sorted by pool and id.
     pub(crate) fn server_stats(&self) -> Vec<ServerStats> {
         let now = Instant::now();
-        let wall = SystemTime::now();
-        let mut out = Vec::new();
-        for p in self.all() {
-            for (i, c) in p.lock_idle().iter().enumerate() {
-                out.push(ServerStats {
-                    id: i as u64,
-                    key: p.key.clone(),
-                    state: ServerState::Idle,
-                    tenant: match &c.state {
-                        SessionState::UsedBy(t) => Some(t.clone()),
-                        SessionState::Clean => None,
+        let mut out: Vec<ServerStats> = self
+            .common
+            .registry
+            .servers
+            .iter()
+            .map(|e| {
+                let v = e.value();
+                ServerStats {
+                    id: *e.key(),
+                    key: v.key.clone(),
+                    state: v.state,
+                    tenant: v.tenant.clone(),
+                    backend_pid: v.backend_pid,
+                    connected_at: v.connected_at,
+                    idle_for: match v.state {
+                        ServerState::Active => Duration::ZERO,
+                        ServerState::Idle => now.duration_since(v.since),
                     },
-                    backend_pid: c.cancel.pid,
-                    connected_at: wall - now.duration_since(c.created),
-                    idle_for: now.duration_since(c.last_used),
-                });
-            }
-        }
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| key_order(&a.key, &b.key).then(a.id.cmp(&b.id)));
         out
     }
 
+    /// Every shard, configured or routed to since, sorted by name.
     pub(crate) fn shard_stats(&self) -> Vec<ShardStats> {
-        let mut out: Vec<ShardStats> = Vec::new();
-        for p in self.all() {
-            let conns = p.lock_idle().len() + p.size.saturating_sub(p.permits.available_permits());
-            match out.iter_mut().find(|s| s.name == p.shard.name) {
-                Some(s) => {
-                    s.connections += conns;
-                    s.pools += 1;
-                }
-                None => out.push(ShardStats {
-                    name: p.shard.name.clone(),
-                    host: p.shard.host.clone(),
-                    port: p.shard.port,
-                    up: true,
-                    connections: conns,
-                    max_connections: 0,
-                    pools: 1,
-                    last_error: None,
-                }),
-            }
-        }
+        let shards: Vec<_> = self.shards.iter().map(|e| e.value().clone()).collect();
+        let cap = self.common.settings().max_shard_connections;
+        let mut out: Vec<ShardStats> = shards.iter().map(|s| s.stats(cap)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+}
+
+fn key_order(a: &PoolKey, b: &PoolKey) -> std::cmp::Ordering {
+    (&a.shard, &a.database, &a.role).cmp(&(&b.shard, &b.database, &b.role))
 }

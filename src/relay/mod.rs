@@ -1152,7 +1152,9 @@ async fn session(
                         tracing::warn!(tenant = %route.tenant, error = %e, "no server connection");
                         let kind = match e {
                             PoolError::WaitTimeout { .. } => kind::POOL_TIMEOUT,
-                            PoolError::Backend(_) => kind::SHARD_UNAVAILABLE,
+                            PoolError::Backend(_) | PoolError::ShardDown { .. } => {
+                                kind::SHARD_UNAVAILABLE
+                            }
                         };
                         shared.metrics.error(Some(&route.tenant), kind);
                         send_error(&mut cw, &mut relay.cout, &e.to_client()).await;

@@ -29,6 +29,8 @@ pub(crate) struct Route {
     pub(crate) key: PoolKey,
     pub(crate) mode: PoolMode,
     pub(crate) pool_size: usize,
+    /// Server connections this tenant may hold at once in its pool; 0 means no cap.
+    pub(crate) max_server_connections: usize,
     /// Sent before the client's first message on each server attachment (schema and shared
     /// placements): `SET search_path …` or `SET <guc> = …`.
     pub(crate) setup_sql: Option<Arc<str>>,
@@ -94,6 +96,9 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
         shard,
         mode: rule.pool_mode.unwrap_or(config.pool.mode),
         pool_size: rule.pool_size.unwrap_or(config.pool.default_pool_size),
+        max_server_connections: rule
+            .max_server_connections
+            .unwrap_or(config.pool.tenant_max_server_connections),
         setup_sql,
         signing,
         guarded: rule.kind == PlacementKind::Shared && config.tenancy.guard,

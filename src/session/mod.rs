@@ -64,9 +64,8 @@ impl LoginError {
             LoginError::Pool(PoolError::WaitTimeout { .. }) => {
                 metrics.error(None, kind::POOL_TIMEOUT)
             }
-            LoginError::Pool(PoolError::Backend(_)) | LoginError::NoShard => {
-                metrics.error(None, kind::SHARD_UNAVAILABLE)
-            }
+            LoginError::Pool(PoolError::Backend(_) | PoolError::ShardDown { .. })
+            | LoginError::NoShard => metrics.error(None, kind::SHARD_UNAVAILABLE),
             LoginError::TooManyClients
             | LoginError::Unexpected(_)
             | LoginError::Timeout

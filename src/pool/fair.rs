@@ -1,0 +1,195 @@
+//! A waiter queue served round-robin by key, first come first served within a key. Pools key
+//! their waiters by tenant, shards key theirs by pool: one key with 200 waiters and another
+//! with one take turns. No I/O, no locking: the owner holds its own lock around it.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+pub(super) struct FairQueue<K, W> {
+    queues: HashMap<K, VecDeque<W>>,
+    /// Keys with waiters, in the order they are served next.
+    order: VecDeque<K>,
+    len: usize,
+}
+
+impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
+    pub(super) fn new() -> Self {
+        Self {
+            queues: HashMap::new(),
+            order: VecDeque::new(),
+            len: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `w` behind the other waiters of `key`; a key new to the queue is served after
+    /// every key already waiting.
+    pub(super) fn push(&mut self, key: K, w: W) {
+        self.len += 1;
+        match self.queues.get_mut(&key) {
+            Some(q) => q.push_back(w),
+            None => {
+                self.order.push_back(key.clone());
+                self.queues.insert(key, VecDeque::from([w]));
+            }
+        }
+    }
+
+    /// The key served next, if any.
+    pub(super) fn next_key(&self) -> Option<&K> {
+        self.order.front()
+    }
+
+    /// Takes the oldest waiter of the first key, in round-robin order, that `eligible` accepts;
+    /// that key then goes to the back of the order. Keys passed over keep their place.
+    pub(super) fn pop(&mut self, mut eligible: impl FnMut(&K) -> bool) -> Option<(K, W)> {
+        let i = self.order.iter().position(&mut eligible)?;
+        let key = self.order.remove(i)?;
+        let w = self.take_front(&key)?;
+        Some((key, w))
+    }
+
+    /// Takes the oldest waiter of `key`, which then goes to the back of the order.
+    pub(super) fn pop_key<Q>(&mut self, key: &Q) -> Option<W>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = self.order.iter().position(|k| k.borrow() == key)?;
+        let key = self.order.remove(i)?;
+        self.take_front(&key)
+    }
+
+    /// `key` is out of the order: takes its front waiter and puts it back at the end if more
+    /// remain.
+    fn take_front(&mut self, key: &K) -> Option<W> {
+        let q = self.queues.get_mut(key)?;
+        let w = q.pop_front();
+        if q.is_empty() {
+            self.queues.remove(key);
+        } else {
+            self.order.push_back(key.clone());
+        }
+        if w.is_some() {
+            self.len -= 1;
+        }
+        w
+    }
+
+    /// Removes the first waiter of `key` that `pred` matches (a waiter that gave up).
+    pub(super) fn remove<Q>(&mut self, key: &Q, pred: impl FnMut(&W) -> bool) -> Option<W>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let q = self.queues.get_mut(key)?;
+        let i = q.iter().position(pred)?;
+        let w = q.remove(i)?;
+        self.len -= 1;
+        if q.is_empty() {
+            self.queues.remove(key);
+            self.order.retain(|k| k.borrow() != key);
+        }
+        Some(w)
+    }
+
+    /// The oldest waiter of every key.
+    pub(super) fn fronts(&self) -> impl Iterator<Item = &W> {
+        self.queues.values().filter_map(|q| q.front())
+    }
+
+    /// Empties the queue.
+    pub(super) fn drain(&mut self) -> Vec<W> {
+        self.order.clear();
+        self.len = 0;
+        self.queues.drain().flat_map(|(_, q)| q).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FairQueue;
+
+    fn served(q: &mut FairQueue<&'static str, u32>) -> Vec<(&'static str, u32)> {
+        std::iter::from_fn(|| q.pop(|_| true)).collect()
+    }
+
+    #[test]
+    fn keys_take_turns_and_each_key_is_fifo() {
+        let mut q = FairQueue::new();
+        for i in 0..5 {
+            q.push("busy", i);
+        }
+        q.push("lone", 100);
+        q.push("other", 200);
+        q.push("lone", 101);
+        assert_eq!(q.len(), 8);
+        assert_eq!(
+            served(&mut q),
+            [
+                ("busy", 0),
+                ("lone", 100),
+                ("other", 200),
+                ("busy", 1),
+                ("lone", 101),
+                ("busy", 2),
+                ("busy", 3),
+                ("busy", 4)
+            ]
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_late_key_waits_for_at_most_one_turn_of_each_other_key() {
+        let mut q = FairQueue::new();
+        for i in 0..200 {
+            q.push("busy", i);
+        }
+        assert_eq!(q.pop(|_| true), Some(("busy", 0)));
+        q.push("lone", 0);
+        assert_eq!(q.pop(|_| true), Some(("busy", 1)));
+        assert_eq!(q.pop(|_| true), Some(("lone", 0)));
+    }
+
+    #[test]
+    fn ineligible_keys_keep_their_place() {
+        let mut q = FairQueue::new();
+        q.push("capped", 1);
+        q.push("capped", 2);
+        q.push("free", 10);
+        q.push("free", 11);
+        assert_eq!(q.pop(|k| *k != "capped"), Some(("free", 10)));
+        assert_eq!(q.pop(|k| *k != "capped"), Some(("free", 11)));
+        assert_eq!(q.pop(|k| *k != "capped"), None);
+        assert_eq!(q.next_key(), Some(&"capped"));
+        assert_eq!(q.pop(|_| true), Some(("capped", 1)));
+    }
+
+    #[test]
+    fn removed_waiters_leave_no_trace() {
+        let mut q = FairQueue::new();
+        q.push("a", 1);
+        q.push("b", 2);
+        q.push("a", 3);
+        assert_eq!(q.remove("a", |w| *w == 3), Some(3));
+        assert_eq!(q.remove("a", |w| *w == 3), None);
+        assert_eq!(q.remove("b", |w| *w == 2), Some(2));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next_key(), Some(&"a"));
+        assert_eq!(q.pop_key("a"), Some(1));
+        assert!(q.is_empty() && q.next_key().is_none());
+        q.push("c", 4);
+        assert_eq!(q.fronts().count(), 1);
+        assert_eq!(q.drain(), [4]);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,129 @@
+//! A server connection as a pool holds it: the connection, its share of the shard's
+//! connection budget, its place in the stats registry and its jittered lifetime.
+//!
+//! Dropping it removes the registry entry and closes the connection politely (Terminate, then
+//! wait for the server to hang up) before its budget share goes to whoever waits for one: the
+//! server has let go of the backend by then, so a shard never sees more connections than
+//! `max_shard_connections`, not even for the moment a backend takes to exit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::shard::Budget;
+use super::stats::Registry;
+use crate::backend::conn::ServerConn;
+use crate::routing::PoolKey;
+
+pub(super) struct Pooled {
+    /// `None` only while being dropped.
+    conn: Option<ServerConn>,
+    budget: Budget,
+    /// Its id in the registry.
+    pub(super) id: u64,
+    /// The shard target's generation when it was opened; another one means it is retired.
+    pub(super) generation: u64,
+    /// Drawn once in [0.9, 1.1]: the connection lives this many `server_lifetime`s.
+    lifetime_factor: f64,
+    registry: Arc<Registry>,
+}
+
+impl Pooled {
+    /// Registers a freshly opened connection of pool `key`, active for `tenant`.
+    pub(super) fn new(
+        conn: ServerConn,
+        budget: Budget,
+        generation: u64,
+        registry: &Arc<Registry>,
+        key: &PoolKey,
+        tenant: &Arc<str>,
+    ) -> Pooled {
+        let id = registry.register(key, tenant, conn.cancel.pid);
+        Pooled {
+            conn: Some(conn),
+            budget,
+            id,
+            generation,
+            lifetime_factor: lifetime_factor(),
+            registry: registry.clone(),
+        }
+    }
+
+    pub(super) fn conn(&self) -> &ServerConn {
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("taken only by drop"),
+        }
+    }
+
+    pub(super) fn conn_mut(&mut self) -> &mut ServerConn {
+        match &mut self.conn {
+            Some(c) => c,
+            None => unreachable!("taken only by drop"),
+        }
+    }
+
+    /// This connection's `server_lifetime`, jittered.
+    pub(super) fn lifetime(&self, server_lifetime: Duration) -> Duration {
+        server_lifetime.mul_f64(self.lifetime_factor)
+    }
+
+    /// Closes the connection and waits until the server has, keeping the budget share for a
+    /// new connection.
+    pub(super) async fn close_keeping_budget(mut self) -> Budget {
+        self.registry.remove(self.id);
+        let budget = std::mem::replace(&mut self.budget, Budget::none());
+        if let Some(conn) = self.conn.take() {
+            terminate(conn.stream).await;
+        }
+        budget
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+        let budget = std::mem::replace(&mut self.budget, Budget::none());
+        let Some(conn) = self.conn.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    terminate(conn.stream).await;
+                    drop(budget);
+                });
+            }
+            // No runtime (the process is ending): close at once.
+            Err(_) => {
+                drop(conn);
+                drop(budget);
+            }
+        }
+    }
+}
+
+/// Sends Terminate and waits (at most [`CLOSE_WAIT`]) for the server to close the socket,
+/// which a backend does only after leaving `pg_stat_activity` and freeing its slot.
+async fn terminate(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        stream.write_all(&TERMINATE).await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+/// `Terminate`: tag `X`, length 4.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+/// How long a closing connection may take before its budget share is given back anyway (a
+/// backend busy with a query reads the Terminate only when the query ends).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// A random factor in [0.9, 1.1], so that connections opened together (a burst at start-up)
+/// do not all expire, and get reopened, together.
+pub(super) fn lifetime_factor() -> f64 {
+    rand::random_range(0.9..=1.1)
+}

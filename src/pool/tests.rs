@@ -1,0 +1,386 @@
+//! Pool tests against a real PostgreSQL cluster (started once for the lib's tests): the stats
+//! API, per-tenant caps, retiring connections when a shard's target changes, reconfiguring,
+//! removing unused pools, and the jittered lifetime.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::stats::ServerState;
+use super::{PoolError, Pools, pooled};
+use crate::config::{Config, PoolMode, Shard};
+use crate::routing::{PoolKey, Route};
+use crate::testing::{Cluster, PgBinaries, free_port, shard_toml};
+
+const PASSWORD: &str = "pool-unit-pw";
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The cluster, with role `pgtenant` and one or two databases per test (they run in
+/// parallel).
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let bins = PgBinaries::find().expect("PostgreSQL binaries");
+        let c = Cluster::start(&bins, "pool-unit").expect("cluster starts");
+        c.psql(
+            "postgres",
+            &format!("CREATE ROLE pgtenant LOGIN PASSWORD '{PASSWORD}'"),
+        )
+        .expect("role");
+        for db in [
+            "pool_stats",
+            "pool_cap",
+            "pool_leave",
+            "pool_moved",
+            "pool_re_a",
+            "pool_re_b",
+            "pool_un_a",
+            "pool_un_b",
+            "pool_jitter",
+        ] {
+            c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
+                .expect("database");
+        }
+        c
+    })
+}
+
+/// Shards `main` (the cluster) and `spare` (nothing listens there); `pool` adds `[pool]` lines.
+fn config(pool: &str) -> Config {
+    let spare = free_port().expect("port");
+    Config::from_toml_str(&format!(
+        "[pool]\n{pool}\n{}{}",
+        shard_toml("main", cluster().port(), "pgtenant", PASSWORD),
+        shard_toml("spare", spare, "pgtenant", PASSWORD)
+    ))
+    .expect("config")
+}
+
+fn route(config: &Config, tenant: &str, database: &str, size: usize, cap: usize) -> Route {
+    let shard = config.shards["main"].clone();
+    Route {
+        tenant: Arc::from(tenant),
+        key: PoolKey {
+            shard: shard.name.clone(),
+            database: database.into(),
+            role: "pgtenant".into(),
+        },
+        shard,
+        mode: PoolMode::Transaction,
+        pool_size: size,
+        max_server_connections: cap,
+        setup_sql: None,
+        guarded: false,
+        placement: crate::config::PlacementKind::Database,
+        context: Arc::from(tenant),
+        signing: None,
+    }
+}
+
+/// Backend pids of `pgtenant` in `database`, as the server sees them.
+fn backends(database: &str) -> Vec<i32> {
+    let out = cluster()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE usename = 'pgtenant' AND datname = '{database}' ORDER BY pid"
+            ),
+        )
+        .expect("activity");
+    out.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Polls `f` for up to 3 s.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(3), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_follow_checkouts_waiters_and_releases() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let shards = pools.shard_stats();
+    assert_eq!(
+        shards.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["main", "spare"],
+        "every configured shard is listed, with a pool or not"
+    );
+    assert!(
+        shards
+            .iter()
+            .all(|s| s.up && s.connections == 0 && s.pools == 0)
+    );
+    assert_eq!(shards[0].port, cluster().port());
+    assert_eq!(shards[0].max_connections, 0);
+
+    let acme = route(&config, "acme", "pool_stats", 1, 0);
+    let pool = pools.get(&acme);
+    let first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let p = &pools.pool_stats()[0];
+    assert_eq!(
+        (p.size, p.active, p.idle, p.waiting, p.checkouts),
+        (1, 1, 0, 0, 1)
+    );
+    let servers = pools.server_stats();
+    assert_eq!(servers.len(), 1);
+    let s = &servers[0];
+    assert_eq!(s.state, ServerState::Active);
+    assert_eq!(s.tenant.as_deref(), Some("acme"));
+    assert_eq!(s.key, acme.key);
+    assert_eq!(s.idle_for, Duration::ZERO);
+    assert_eq!(
+        backends("pool_stats"),
+        [s.backend_pid],
+        "backend_pid is the server's"
+    );
+    assert!(s.connected_at <= std::time::SystemTime::now());
+    let main = &pools.shard_stats()[0];
+    assert_eq!((main.connections, main.pools), (1, 1));
+
+    // A second tenant waits for the pool's only connection.
+    let beta = route(&config, "beta", "pool_stats", 1, 0);
+    let pool_b = pools.get(&beta);
+    let waiter = tokio::spawn({
+        let (pool, tenant) = (pool_b.clone(), beta.tenant.clone());
+        async move { pool.checkout(&tenant).await.map(|c| (c, Instant::now())) }
+    });
+    eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(pools.pool_stats()[0].max_wait >= Duration::from_millis(50));
+    let released = Instant::now();
+    first.release();
+    let (second, got) = waiter.await.expect("join").expect("checkout");
+    assert!(got >= released);
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.waiting, p.checkouts), (1, 0, 2));
+    assert_eq!(p.max_wait, Duration::ZERO);
+    let servers = pools.server_stats();
+    assert_eq!(servers.len(), 1, "handed over, not reopened");
+    assert_eq!(servers[0].tenant.as_deref(), Some("beta"));
+
+    second.release();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let s = &pools.server_stats()[0];
+    assert_eq!(s.state, ServerState::Idle);
+    assert_eq!(s.tenant.as_deref(), Some("beta"), "the last tenant");
+    assert!(s.idle_for >= Duration::from_millis(30));
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle), (0, 1));
+
+    // Dropped without release: closed, gone from the registry, budget back once it is.
+    let dirty = pool.checkout(&acme.tenant).await.expect("checkout");
+    drop(dirty);
+    assert!(pools.server_stats().is_empty());
+    eventually("the shard's count drops", || {
+        pools.shard_stats()[0].connections == 0
+    })
+    .await;
+    eventually("the server lets go", || backends("pool_stats").is_empty()).await;
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_cap_waits_while_others_are_served() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let capped = route(&config, "capped", "pool_cap", 3, 1);
+    let other = route(&config, "other", "pool_cap", 3, 0);
+    let pool = pools.get(&capped);
+    assert!(Arc::ptr_eq(&pool, &pools.get(&other)), "one pool for both");
+    let held = pool.checkout(&capped.tenant).await.expect("checkout");
+    let blocked = tokio::spawn({
+        let (pool, tenant) = (pool.clone(), capped.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    eventually("the capped tenant waits", || {
+        pools.pool_stats()[0].waiting == 1
+    })
+    .await;
+    // A free slot, but not for the capped tenant: another tenant gets it at once.
+    let a = pool.checkout(&other.tenant).await.expect("other tenant");
+    let b = pool.checkout(&other.tenant).await.expect("other tenant");
+    assert_eq!(pools.pool_stats()[0].active, 3);
+    assert!(!blocked.is_finished());
+    held.release();
+    let again = blocked
+        .await
+        .expect("join")
+        .expect("served after its own release");
+    assert_eq!(pools.pool_stats()[0].active, 3);
+    drop((a, b, again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_leaves_takes_no_slot_with_it() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let r = route(&config, "acme", "pool_leave", 1, 0);
+    let pool = pools.get(&r);
+    let held = pool.checkout(&r.tenant).await.expect("checkout");
+    for _ in 0..3 {
+        let gone = tokio::spawn({
+            let (pool, tenant) = (pool.clone(), r.tenant.clone());
+            async move { pool.checkout(&tenant).await.map(drop) }
+        });
+        eventually("queued", || pools.pool_stats()[0].waiting == 1).await;
+        gone.abort();
+        assert!(gone.await.is_err());
+        assert_eq!(pools.pool_stats()[0].waiting, 0);
+    }
+    held.release();
+    let again = tokio::time::timeout(Duration::from_secs(1), pool.checkout(&r.tenant))
+        .await
+        .expect("the slot is free")
+        .expect("checkout");
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle, p.waiting), (1, 0, 0));
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_shard_retires_its_connections() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let old = route(&config, "acme", "pool_moved", 2, 0);
+    let pool = pools.get(&old);
+    let kept = pool.checkout(&old.tenant).await.expect("checkout");
+    let idle = pool.checkout(&old.tenant).await.expect("checkout");
+    idle.release();
+    assert_eq!(pools.server_stats().len(), 2);
+
+    // Same route, same shard by value: nothing happens.
+    let same = Route {
+        shard: Arc::new(Shard {
+            name: "main".into(),
+            host: "127.0.0.1".into(),
+            port: cluster().port(),
+            user: "pgtenant".into(),
+            password: Some(PASSWORD.into()),
+        }),
+        ..old.clone()
+    };
+    assert!(Arc::ptr_eq(&pool, &pools.get(&same)));
+    assert_eq!(pools.server_stats().len(), 2);
+
+    // The shard moved (here: the same server under another name).
+    let moved = Route {
+        shard: Arc::new(Shard {
+            host: "localhost".into(),
+            ..Shard::clone(&same.shard)
+        }),
+        pool_size: 3,
+        ..old.clone()
+    };
+    assert!(Arc::ptr_eq(&pool, &pools.get(&moved)));
+    assert_eq!(pools.server_stats().len(), 1, "the idle one is closed now");
+    assert_eq!(pools.pool_stats()[0].size, 3, "the new size applies");
+    assert_eq!(pools.shard_stats()[0].host, "localhost");
+    kept.release();
+    assert!(
+        pools.server_stats().is_empty(),
+        "the checked-out one is closed when released"
+    );
+    let fresh = pool.checkout(&old.tenant).await.expect("checkout");
+    fresh.release();
+    assert_eq!(pools.server_stats().len(), 1);
+    assert_eq!(pools.pool_stats()[0].idle, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_applies_to_later_checkouts() {
+    let config = config("max_shard_connections = 1");
+    let pools = Pools::new(&config);
+    let a = route(&config, "acme", "pool_re_a", 2, 0);
+    let b = route(&config, "beta", "pool_re_b", 2, 0);
+    let held = pools.get(&a).checkout(&a.tenant).await.expect("checkout");
+    // pool_re_b needs a connection, the shard is at its cap of 1 and nothing is idle: it waits.
+    let waiting = tokio::spawn({
+        let (pool, tenant) = (pools.get(&b), b.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    eventually("pool_re_b waits", || {
+        pools
+            .pool_stats()
+            .iter()
+            .any(|p| p.key.database == "pool_re_b" && p.waiting == 1)
+    })
+    .await;
+    let mut settings = config.pool.clone();
+    settings.max_shard_connections = 2;
+    settings.query_wait_timeout = Duration::from_millis(200);
+    pools.reconfigure(settings);
+    let got = waiting
+        .await
+        .expect("join")
+        .expect("a larger cap lets it in");
+    assert_eq!(pools.shard_stats()[0].connections, 2);
+    assert_eq!(pools.shard_stats()[0].max_connections, 2);
+
+    // The shorter query_wait_timeout applies to the next waiter.
+    let t = Instant::now();
+    let e = match pools.get(&a).checkout(&a.tenant).await {
+        Err(e) => e,
+        Ok(_) => panic!("the shard is at its cap"),
+    };
+    assert!(matches!(e, PoolError::WaitTimeout { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop((held, got));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_pools_are_removed() {
+    let config = config("server_idle_timeout = 0.3");
+    let pools = Pools::new(&config);
+    for (tenant, db) in [("acme", "pool_un_a"), ("beta", "pool_un_b")] {
+        let r = route(&config, tenant, db, 1, 0);
+        let c = pools.get(&r).checkout(&r.tenant).await.expect("checkout");
+        c.release();
+    }
+    // A session still holding its pool keeps it.
+    let r = route(&config, "beta", "pool_un_b", 1, 0);
+    let kept = pools.get(&r);
+    assert_eq!(pools.shard_stats()[0].pools, 2);
+    eventually("the unused pool is removed", || {
+        pools.pool_stats().len() == 1
+    })
+    .await;
+    assert_eq!(pools.pool_stats()[0].key.database, "pool_un_b");
+    assert_eq!(pools.shard_stats()[0].pools, 1);
+    assert!(pools.server_stats().is_empty(), "idle connections expired");
+    drop(kept);
+    eventually("the last one too", || pools.pool_stats().is_empty()).await;
+    assert_eq!(pools.shard_stats()[0].pools, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetimes_are_jittered() {
+    let draws: Vec<f64> = (0..2000).map(|_| pooled::lifetime_factor()).collect();
+    let (lo, hi) = draws
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+    assert!(lo >= 0.9 && hi <= 1.1, "{lo}..{hi}");
+    assert!(lo < 0.92 && hi > 1.08, "spread over the range: {lo}..{hi}");
+
+    // Connections opened together get different lifetimes within ±10%.
+    let config = config("");
+    let pools = Pools::new(&config);
+    let r = route(&config, "acme", "pool_jitter", 4, 0);
+    let pool = pools.get(&r);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.checkout(&r.tenant).await.expect("checkout"));
+    }
+    let hour = Duration::from_secs(3600);
+    let lifetimes: Vec<Duration> = held.iter().map(|c| c.pooled().lifetime(hour)).collect();
+    assert!(
+        lifetimes
+            .iter()
+            .all(|l| *l >= hour.mul_f64(0.9) && *l <= hour.mul_f64(1.1)),
+        "{lifetimes:?}"
+    );
+    assert!(lifetimes.windows(2).any(|w| w[0] != w[1]), "{lifetimes:?}");
+}
