@@ -134,18 +134,20 @@ impl Shared {
         // Clients whose tenant or user the new configuration no longer admits end after
         // their transaction; the others move to it at their next transaction.
         for c in self.clients.all() {
-            let refused = match directory::lookup(&new, &c.tenant) {
+            let refused = match directory::lookup(&new, &c.who.tenant) {
                 Err(e) => Some(e.to_string()),
-                Ok(_) => match new.users.get(&c.user) {
-                    None if new.jwt.is_none() => Some(format!("user \"{}\" was removed", c.user)),
+                Ok(_) => match new.users.get(&c.who.user) {
+                    None if new.jwt.is_none() => {
+                        Some(format!("user \"{}\" was removed", c.who.user))
+                    }
                     Some(u)
                         if u.tenants
                             .as_ref()
-                            .is_some_and(|ts| !ts.iter().any(|t| **t == *c.tenant)) =>
+                            .is_some_and(|ts| !ts.iter().any(|t| **t == *c.who.tenant)) =>
                     {
                         Some(format!(
                             "user \"{}\" may no longer use tenant \"{}\"",
-                            c.user, c.tenant
+                            c.who.user, c.who.tenant
                         ))
                     }
                     _ => None,
@@ -185,7 +187,7 @@ impl Shared {
         for c in self.clients.all() {
             let key = c.pool();
             let n = clients
-                .entry((c.tenant.clone(), key.shard, key.database))
+                .entry((c.who.tenant.clone(), key.shard, key.database))
                 .or_default();
             n[c.state() as usize] += 1;
         }

@@ -4,21 +4,6 @@
 mod common;
 use common::*;
 
-fn pgbench(args: &[&str], port: u16, user: &str, db: &str, password: &str) -> (bool, String) {
-    let out = std::process::Command::new("pgbench")
-        .args(args)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, db])
-        .env("PGPASSWORD", password)
-        .output()
-        .expect("pgbench runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_select_only_has_zero_errors() {
     let db = unique("erp_bench");

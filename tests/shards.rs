@@ -311,26 +311,13 @@ async fn a_failed_shard_fails_only_its_tenants_and_comes_back() {
     std::fs::write(script.path(), "SELECT 1;\n").expect("write script");
     let script_path = script.path().display().to_string();
     let bench = tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("pgbench")
-            .args(["-n", "-c", "4", "-j", "2", "-T", "10", "-f", &script_path])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app.steady",
-            ])
-            .arg("steady")
-            .env("PGPASSWORD", CLIENT_PASSWORD)
-            .output()
-            .expect("pgbench runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        pgbench(
+            &["-n", "-c", "4", "-j", "2", "-T", "10", "-f", &script_path],
+            port,
+            "app.steady",
+            "steady",
+            CLIENT_PASSWORD,
+        )
     });
     // And one client of the same tenant timing every query.
     let stop = Arc::new(AtomicBool::new(false));

@@ -154,8 +154,8 @@ async fn execute(shared: &Arc<Shared>, out: &mut BytesMut, sql: &str) -> Result<
             loop {
                 let running = shared.clients.all().iter().any(|c| {
                     c.state() == ClientState::Active
-                        && tenant.as_deref().is_none_or(|t| *c.tenant == *t)
-                        && c.mode == crate::config::PoolMode::Transaction
+                        && tenant.as_deref().is_none_or(|t| *c.who.tenant == *t)
+                        && c.who.mode == crate::config::PoolMode::Transaction
                 });
                 if !running {
                     break;
@@ -184,7 +184,7 @@ async fn execute(shared: &Arc<Shared>, out: &mut BytesMut, sql: &str) -> Result<
             );
             let n = shared
                 .clients
-                .stop_where(|c| *c.tenant == *t, Stop::AtBoundary, &reason);
+                .stop_where(|c| *c.who.tenant == *t, Stop::AtBoundary, &reason);
             messages::notice(
                 out,
                 &format!("{n} client(s) of tenant \"{t}\" will be closed after their transaction"),
@@ -207,7 +207,7 @@ async fn execute(shared: &Arc<Shared>, out: &mut BytesMut, sql: &str) -> Result<
             );
             let n = shared
                 .clients
-                .stop_where(|c| *c.tenant == *t, Stop::Now, &reason);
+                .stop_where(|c| *c.who.tenant == *t, Stop::Now, &reason);
             messages::notice(out, &format!("closed {n} client(s) of tenant \"{t}\""));
             "KILL"
         }

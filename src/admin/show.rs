@@ -84,7 +84,7 @@ fn pools(shared: &Shared, config: &Config) -> Table {
     let mut by_pool: HashMap<PoolKey, ClientCounts> = HashMap::new();
     for c in shared.clients.all() {
         let n = by_pool.entry(c.pool()).or_default();
-        n.mode = Some(c.mode);
+        n.mode = Some(c.who.mode);
         match c.state() {
             ClientState::Active => n.active += 1,
             ClientState::Waiting => n.waiting += 1,
@@ -147,22 +147,22 @@ fn clients(shared: &Shared) -> Table {
         ("pool_mode", Text),
     ]);
     let mut all = shared.clients.all();
-    all.sort_by_key(|c| c.id);
+    all.sort_by_key(|c| c.who.id);
     for c in all {
         let key = c.pool();
         t.row(vec![
             s("C"),
-            s(&c.user),
-            s(&c.tenant),
+            s(&c.who.user),
+            s(&c.who.tenant),
             s(&key.database),
             s(&key.shard),
             s(c.state().as_str()),
-            s(c.peer.ip()),
-            s(c.peer.port()),
-            s(c.tls),
+            s(c.who.peer.ip()),
+            s(c.who.peer.port()),
+            s(c.who.tls),
             time(c.connected_at),
-            s(c.id),
-            s(mode(c.mode)),
+            s(c.who.id),
+            s(mode(c.who.mode)),
         ]);
     }
     t
@@ -204,7 +204,7 @@ fn servers(shared: &Shared) -> Table {
 fn tenants(shared: &Shared, config: &Config) -> Table {
     let mut clients: HashMap<String, usize> = HashMap::new();
     for c in shared.clients.all() {
-        *clients.entry(c.tenant.to_string()).or_default() += 1;
+        *clients.entry(c.who.tenant.to_string()).or_default() += 1;
     }
     let mut names: Vec<String> = config.tenants.keys().cloned().collect();
     names.extend(

@@ -1018,7 +1018,7 @@ pub(crate) async fn run(
     let outcome = session(shared, stream, login, control, &mut relay).await;
     relay.flush_stats();
     if let Some(kind) = outcome.error_kind() {
-        shared.metrics.error(Some(&control.tenant), kind);
+        shared.metrics.error(Some(&control.who.tenant), kind);
     }
     (outcome, relay.totals)
 }

@@ -181,22 +181,24 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         tls,
         "client logged in"
     );
-    let registered = shared.clients.register(registry::NewClient {
-        id: logged_in.cancel.pid,
-        user: logged_in.user.clone(),
-        tenant: route.tenant.clone(),
-        peer: ctx.peer,
-        tls,
-        mode: route.mode,
-        pool: route.key.clone(),
-    });
+    let registered = shared.clients.register(
+        registry::Identity {
+            id: logged_in.cancel.pid,
+            user: logged_in.user.clone(),
+            tenant: route.tenant.clone(),
+            peer: ctx.peer,
+            tls,
+            mode: route.mode,
+        },
+        route.key.clone(),
+    );
     let info = registered.info.clone();
     let (outcome, totals) = relay::run(&shared, stream, logged_in, &info).await;
     let key = info.pool();
     tracing::info!(
         peer = %ctx.peer,
-        user = %info.user,
-        tenant = %info.tenant,
+        user = %info.who.user,
+        tenant = %info.who.tenant,
         shard = %key.shard,
         database = %key.database,
         duration_s = info.started.elapsed().as_secs_f64(),

@@ -46,8 +46,8 @@ pub(crate) enum Stop {
     Now = 2,
 }
 
-/// One client, as the rest of the process sees it.
-pub(crate) struct ClientInfo {
+/// Who a client is; fixed for its whole session.
+pub(crate) struct Identity {
     /// pgtenant's BackendKeyData pid for this client.
     pub(crate) id: i32,
     pub(crate) user: String,
@@ -55,6 +55,11 @@ pub(crate) struct ClientInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) mode: PoolMode,
+}
+
+/// One client, as the rest of the process sees it.
+pub(crate) struct ClientInfo {
+    pub(crate) who: Identity,
     pub(crate) connected_at: SystemTime,
     pub(crate) started: Instant,
     pool: Mutex<PoolKey>,
@@ -117,17 +122,6 @@ impl ClientInfo {
     }
 }
 
-/// What a new client registers with.
-pub(crate) struct NewClient {
-    pub(crate) id: i32,
-    pub(crate) user: String,
-    pub(crate) tenant: Arc<str>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
-    pub(crate) mode: PoolMode,
-    pub(crate) pool: PoolKey,
-}
-
 /// All logged-in clients.
 #[derive(Default)]
 pub(crate) struct Clients {
@@ -142,28 +136,25 @@ pub(crate) struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.clients.map.remove(&self.info.id);
+        self.clients.map.remove(&self.info.who.id);
     }
 }
 
 impl Clients {
-    pub(crate) fn register(self: &Arc<Self>, c: NewClient) -> Registered {
+    /// Registers a client that is served from `pool`.
+    pub(crate) fn register(self: &Arc<Self>, who: Identity, pool: PoolKey) -> Registered {
+        let id = who.id;
         let info = Arc::new(ClientInfo {
-            id: c.id,
-            user: c.user,
-            tenant: c.tenant,
-            peer: c.peer,
-            tls: c.tls,
-            mode: c.mode,
+            who,
             connected_at: SystemTime::now(),
             started: Instant::now(),
-            pool: Mutex::new(c.pool),
+            pool: Mutex::new(pool),
             state: AtomicU8::new(ClientState::Idle as u8),
             stop: AtomicU8::new(Stop::No as u8),
             reason: Mutex::new(None),
             wake: Notify::new(),
         });
-        self.map.insert(c.id, info.clone());
+        self.map.insert(id, info.clone());
         Registered {
             clients: self.clone(),
             info,

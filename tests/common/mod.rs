@@ -240,6 +240,22 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
+/// Runs pgbench with `args` against `port`; returns (success, stdout and stderr).
+pub fn pgbench(args: &[&str], port: u16, user: &str, db: &str, password: &str) -> (bool, String) {
+    let out = std::process::Command::new("pgbench")
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, db])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("pgbench runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs `psql` against the proxy; returns (success, stdout, stderr).
 pub fn psql(proxy: &Proxy, conninfo: &str, sql: &str) -> (bool, String, String) {
     psql_port(proxy.addr().port(), conninfo, sql)
