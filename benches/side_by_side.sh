@@ -504,7 +504,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared-mix; then header+=" shared-mix / db |"; sep+="---:|"; fi
-XX
+    if has pgtenant-db-split && has pgtenant-shared-mix; then header+=" shared-mix / db-split |"; sep+="---:|"; fi
+    if has pgtenant-db && has pgtenant-db-base; then header+=" db / db-base |"; sep+="---:|"; fi
+    if has pgtenant-db && has pgtenant-db-storm; then header+=" db-storm / db |"; sep+="---:|"; fi
+    if has pgbouncer && has pgbouncer-storm; then header+=" pgbouncer-storm / pgbouncer |"; sep+="---:|"; fi
+    echo "$header"; echo "$sep"
     for proto in $PROTOCOLS; do
         for c in $CLIENTS; do
             declare -A M=()

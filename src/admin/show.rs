@@ -2,7 +2,6 @@
 //! the concept is the same.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::command::{COMMANDS, Show};
@@ -333,21 +332,21 @@ fn stats(shared: &Shared) -> Table {
         (&a.0.tenant, &a.0.shard, &a.0.database).cmp(&(&b.0.tenant, &b.0.shard, &b.0.database))
     });
     for (k, st) in all {
-        let xacts = st.transactions.load(Ordering::Relaxed);
-        let xact_us = st.xact_micros.load(Ordering::Relaxed);
+        let tot = st.totals();
+        let (xacts, xact_us) = (tot.transactions, tot.xact_micros);
         t.row(vec![
             s(&k.tenant),
             s(&k.shard),
             s(&k.database),
             s(xacts),
-            s(st.queries.load(Ordering::Relaxed)),
-            s(st.bytes_received.load(Ordering::Relaxed)),
-            s(st.bytes_sent.load(Ordering::Relaxed)),
+            s(tot.queries),
+            s(tot.bytes_received),
+            s(tot.bytes_sent),
             s(xact_us),
-            s(st.wait_micros.load(Ordering::Relaxed)),
+            s(tot.wait_micros),
             s(xact_us.checked_div(xacts).unwrap_or(0)),
-            s(st.prepared_hits.load(Ordering::Relaxed)),
-            s(st.prepared_misses.load(Ordering::Relaxed)),
+            s(tot.prepared_hits),
+            s(tot.prepared_misses),
         ]);
     }
     t

@@ -14,7 +14,6 @@ pub(crate) use stats::{StatsKey, TenantStats};
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
@@ -152,12 +151,27 @@ impl Metrics {
 
     fn publish_stats(&self) {
         let mut sums: HashMap<Vec<Label>, [u64; 6]> = HashMap::new();
+        let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
         for e in self.stats.iter() {
             let k = e.key();
+            let t = e.value().totals();
             let labels = self.labels(Some(&k.tenant), Some((&k.shard, &k.database)));
             let sum = sums.entry(labels).or_default();
-            for (total, v) in sum.iter_mut().zip(e.value().counters()) {
+            let values = [
+                t.transactions,
+                t.queries,
+                t.bytes_received,
+                t.bytes_sent,
+                t.prepared_hits,
+                t.prepared_misses,
+            ];
+            for (total, v) in sum.iter_mut().zip(values) {
                 *total += v;
+            }
+            // Evictions belong to server connections: by pool, never by tenant.
+            if t.prepared_evictions > 0 {
+                let labels = self.labels(None, Some((&k.shard, &k.database)));
+                *evictions.entry(labels).or_default() += t.prepared_evictions;
             }
         }
         let names = [
@@ -171,15 +185,6 @@ impl Metrics {
         for (labels, values) in sums {
             for (name, v) in names.iter().zip(values) {
                 self.counter(name, labels.clone()).absolute(v);
-            }
-        }
-        // Evictions belong to server connections: by pool, never by tenant.
-        let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
-        for e in self.stats.iter() {
-            let n = e.value().prepared_evictions.load(Ordering::Relaxed);
-            if n > 0 {
-                let labels = self.labels(None, Some((&e.key().shard, &e.key().database)));
-                *evictions.entry(labels).or_default() += n;
             }
         }
         for (labels, n) in evictions {

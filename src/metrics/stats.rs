@@ -1,5 +1,7 @@
 //! Per (tenant, shard, database) statistics: what `SHOW STATS` prints and what the Prometheus
-//! counters publish. Sessions add to them once per transaction.
+//! counters publish. A session adds its tally once per transaction into one of several lanes
+//! (padded apart), so sessions of one busy tenant on different cores do not fight over one
+//! cache line; readers sum the lanes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,25 +17,9 @@ pub(crate) struct StatsKey {
     pub(crate) database: String,
 }
 
-/// Running totals since start.
-pub(crate) struct TenantStats {
-    pub(crate) transactions: AtomicU64,
-    pub(crate) queries: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) prepared_hits: AtomicU64,
-    pub(crate) prepared_misses: AtomicU64,
-    pub(crate) prepared_evictions: AtomicU64,
-    /// Microseconds spent in transactions.
-    pub(crate) xact_micros: AtomicU64,
-    /// Microseconds spent waiting for a server connection.
-    pub(crate) wait_micros: AtomicU64,
-    wait: Histogram,
-    duration: Histogram,
-}
-
-/// What one session counted since it last added to its [`TenantStats`].
-#[derive(Debug, Default, Clone, Copy)]
+/// What a session counted since it last added to its [`TenantStats`]; also what
+/// [`TenantStats::totals`] returns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tally {
     pub(crate) transactions: u64,
     pub(crate) queries: u64,
@@ -42,49 +28,83 @@ pub(crate) struct Tally {
     pub(crate) prepared_hits: u64,
     pub(crate) prepared_misses: u64,
     pub(crate) prepared_evictions: u64,
+    /// Microseconds spent in transactions.
     pub(crate) xact_micros: u64,
+    /// Microseconds spent waiting for a server connection.
+    pub(crate) wait_micros: u64,
+}
+
+const FIELDS: usize = 9;
+
+impl Tally {
+    fn values(&self) -> [u64; FIELDS] {
+        [
+            self.transactions,
+            self.queries,
+            self.bytes_received,
+            self.bytes_sent,
+            self.prepared_hits,
+            self.prepared_misses,
+            self.prepared_evictions,
+            self.xact_micros,
+            self.wait_micros,
+        ]
+    }
+
+    fn from_values(v: [u64; FIELDS]) -> Tally {
+        Tally {
+            transactions: v[0],
+            queries: v[1],
+            bytes_received: v[2],
+            bytes_sent: v[3],
+            prepared_hits: v[4],
+            prepared_misses: v[5],
+            prepared_evictions: v[6],
+            xact_micros: v[7],
+            wait_micros: v[8],
+        }
+    }
+}
+
+/// Lanes per tenant statistics.
+const LANES: usize = 8;
+
+/// One lane of counters, on a cache line (pair) of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Lane([AtomicU64; FIELDS]);
+
+/// Running totals since start.
+pub(crate) struct TenantStats {
+    lanes: [Lane; LANES],
+    wait: Histogram,
+    duration: Histogram,
 }
 
 impl TenantStats {
     pub(super) fn new(wait: Histogram, duration: Histogram) -> TenantStats {
         TenantStats {
-            transactions: AtomicU64::new(0),
-            queries: AtomicU64::new(0),
-            bytes_received: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            prepared_hits: AtomicU64::new(0),
-            prepared_misses: AtomicU64::new(0),
-            prepared_evictions: AtomicU64::new(0),
-            xact_micros: AtomicU64::new(0),
-            wait_micros: AtomicU64::new(0),
+            lanes: Default::default(),
             wait,
             duration,
         }
     }
 
-    /// Adds a session's tally and clears it.
-    pub(crate) fn add(&self, t: &mut Tally) {
-        for (total, v) in [
-            (&self.transactions, t.transactions),
-            (&self.queries, t.queries),
-            (&self.bytes_received, t.bytes_received),
-            (&self.bytes_sent, t.bytes_sent),
-            (&self.prepared_hits, t.prepared_hits),
-            (&self.prepared_misses, t.prepared_misses),
-            (&self.prepared_evictions, t.prepared_evictions),
-            (&self.xact_micros, t.xact_micros),
-        ] {
+    /// Adds a session's tally (the session always uses the same `lane`, any number) and
+    /// clears it.
+    pub(crate) fn add(&self, lane: usize, t: &mut Tally) {
+        let counters = &self.lanes[lane % LANES].0;
+        for (c, v) in counters.iter().zip(t.values()) {
             if v != 0 {
-                total.fetch_add(v, Ordering::Relaxed);
+                c.fetch_add(v, Ordering::Relaxed);
             }
         }
         *t = Tally::default();
     }
 
-    /// A wait for a server connection.
-    pub(crate) fn waited(&self, d: Duration) {
-        self.wait_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    /// A wait for a server connection (its time goes into the session's tally).
+    pub(crate) fn waited(&self, t: &mut Tally, d: Duration) {
+        t.wait_micros += d.as_micros() as u64;
         self.wait.record(d.as_secs_f64());
     }
 
@@ -93,15 +113,39 @@ impl TenantStats {
         self.duration.record(d.as_secs_f64());
     }
 
-    /// The counters published to Prometheus, in the order `Metrics::publish_stats` names them.
-    pub(super) fn counters(&self) -> [u64; 6] {
-        [
-            self.transactions.load(Ordering::Relaxed),
-            self.queries.load(Ordering::Relaxed),
-            self.bytes_received.load(Ordering::Relaxed),
-            self.bytes_sent.load(Ordering::Relaxed),
-            self.prepared_hits.load(Ordering::Relaxed),
-            self.prepared_misses.load(Ordering::Relaxed),
-        ]
+    /// The sums over all lanes.
+    pub(crate) fn totals(&self) -> Tally {
+        let mut sum = [0u64; FIELDS];
+        for lane in &self.lanes {
+            for (s, c) in sum.iter_mut().zip(&lane.0) {
+                *s += c.load(Ordering::Relaxed);
+            }
+        }
+        Tally::from_values(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_add_up() {
+        let s = TenantStats::new(Histogram::noop(), Histogram::noop());
+        for lane in 0..20 {
+            let mut t = Tally {
+                transactions: 1,
+                queries: 2,
+                wait_micros: 3,
+                ..Tally::default()
+            };
+            s.add(lane, &mut t);
+            assert_eq!(t, Tally::default(), "added and cleared");
+        }
+        let total = s.totals();
+        assert_eq!(
+            (total.transactions, total.queries, total.wait_micros),
+            (20, 40, 60)
+        );
     }
 }

@@ -172,6 +172,8 @@ struct Relay {
     max_prepared: usize,
     /// The client's session parameters, put in force on each server connection it uses.
     params: params::SessionParams,
+    /// Which lane of the tenant's statistics this session adds to.
+    lane: usize,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -234,6 +236,7 @@ impl Relay {
             idle_xact_timeout: Duration::ZERO,
             max_prepared: 0,
             params,
+            lane: 0,
         }
     }
 
@@ -252,7 +255,7 @@ impl Relay {
         self.totals.bytes_received += self.tally.bytes_received;
         self.totals.bytes_sent += self.tally.bytes_sent;
         self.totals.transactions += self.tally.transactions;
-        self.stats.add(&mut self.tally);
+        self.stats.add(self.lane, &mut self.tally);
     }
 
     /// Queues `reason` as the client's error in place of one request: the request is
@@ -1043,6 +1046,7 @@ async fn session(
     let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
         tokio::io::split(stream);
     let mut snapshot = shared.snapshot();
+    relay.lane = control.who.id as usize;
     relay.idle_timeout = snapshot.config.server.client_idle_timeout;
     relay.idle_xact_timeout = snapshot.config.server.idle_transaction_timeout;
     relay.max_prepared = snapshot.config.pool.max_prepared_statements;
@@ -1161,7 +1165,7 @@ async fn session(
                         return Outcome::NoServer(e.to_string());
                     }
                 };
-                relay.stats.waited(waited.elapsed());
+                relay.stats.waited(&mut relay.tally, waited.elapsed());
                 control.set_state(ClientState::Active);
                 relay.attach(c.conn(), &route);
                 cancel.set(Some(&c.conn().cancel));
