@@ -76,6 +76,61 @@ pub mod bench_support {
         }
     }
 
+    /// What a session does for metrics per transaction: two clock reads, a pool wait and a
+    /// transaction duration recorded in the tenant's histograms, and its tally added to the
+    /// tenant's statistics.
+    pub struct MetricsPerTransaction {
+        metrics: Arc<crate::metrics::Metrics>,
+        stats: Arc<crate::metrics::TenantStats>,
+        tally: crate::metrics::stats::Tally,
+    }
+
+    impl Default for MetricsPerTransaction {
+        fn default() -> Self {
+            let metrics = Arc::new(crate::metrics::Metrics::new(true));
+            let stats = metrics.session(crate::metrics::StatsKey {
+                tenant: Arc::from("acme"),
+                shard: "main".into(),
+                database: "erp_acme".into(),
+            });
+            MetricsPerTransaction {
+                metrics,
+                stats,
+                tally: Default::default(),
+            }
+        }
+    }
+
+    impl MetricsPerTransaction {
+        /// Another session of the same tenant (same statistics and histograms).
+        pub fn another_session(&self) -> MetricsPerTransaction {
+            MetricsPerTransaction {
+                metrics: self.metrics.clone(),
+                stats: self.stats.clone(),
+                tally: Default::default(),
+            }
+        }
+
+        /// One transaction's worth of metrics work, on `lane`.
+        pub fn transaction(&mut self, lane: usize) {
+            let start = std::time::Instant::now();
+            self.stats.waited(&mut self.tally, start.elapsed());
+            self.tally.queries += 1;
+            self.tally.bytes_received += 60;
+            self.tally.bytes_sent += 120;
+            self.tally.transactions += 1;
+            let d = start.elapsed();
+            self.tally.xact_micros += d.as_micros() as u64;
+            self.stats.transaction(d);
+            self.stats.add(lane, &mut self.tally);
+        }
+
+        /// What a scrape does (keeps the histogram buffers drained).
+        pub fn scrape(&self) -> usize {
+            self.metrics.render(Vec::new()).len()
+        }
+    }
+
     impl CachedGuard {
         /// What the relay does per simple query: cached verdict plus the per-tenant check.
         pub fn admit(&self, sql: &str) -> bool {

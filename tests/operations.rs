@@ -507,3 +507,16 @@ async fn a_tenant_max_clients_caps_only_that_tenant() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shutdown_asks_the_process_to_stop() {
+    let proxy = setup("console_stop", "").await;
+    let requested = tokio::time::timeout(Duration::from_millis(300), proxy.shutdown_requested());
+    assert!(requested.await.is_err(), "no shutdown asked yet");
+    let (ok, out, err) = psql(&proxy, ADMIN, "SHOW VERSION; SHUTDOWN");
+    assert!(ok && out.starts_with("pgtenant "), "{out} {err}");
+    tokio::time::timeout(Duration::from_secs(5), proxy.shutdown_requested())
+        .await
+        .expect("SHUTDOWN from the console reaches the process");
+    proxy.shutdown().await;
+}
