@@ -15,7 +15,7 @@ fn per_transaction(c: &mut Criterion) {
             n += 1;
             m.transaction(n);
             // Scrapes drain the histograms; do what one every 10,000 transactions would.
-            if n % 10_000 == 0 {
+            if n.is_multiple_of(10_000) {
                 m.scrape();
             }
         })
@@ -30,7 +30,7 @@ fn per_transaction(c: &mut Criterion) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 k += 2;
                 m2.transaction(k);
-                if k % 20_001 == 0 {
+                if k.is_multiple_of(20_001) {
                     m2.scrape();
                 }
             }
@@ -40,7 +40,7 @@ fn per_transaction(c: &mut Criterion) {
         b.iter(|| {
             n += 2;
             m.transaction(n);
-            if n % 10_000 == 0 {
+            if n.is_multiple_of(10_000) {
                 m.scrape();
             }
         })
