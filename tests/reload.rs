@@ -173,6 +173,19 @@ async fn reload_adds_moves_and_removes_tenants_while_clients_run() {
         2.0
     );
 
+    // RELOAD from the console puts a valid file in force too.
+    write(&config(
+        &[
+            database_tenant("mover", "main", &one),
+            database_tenant("steady", "main", &steady_db),
+        ]
+        .concat(),
+        3,
+    ));
+    let (ok_console, _, console_err) = psql(&proxy, "user=ops dbname=pgtenant", "RELOAD");
+    assert!(ok_console, "{console_err}");
+    assert_eq!(only_row(&mover).await.expect("moved back"), "one");
+
     stop.store(true, Ordering::Relaxed);
     worker.await.expect("worker");
     assert_eq!(
