@@ -312,8 +312,7 @@ pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     user: &str,
     database: Option<&str>,
 ) {
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    use postgres_protocol::message::{backend::Message, frontend};
+    use postgres_protocol::message::frontend;
     use tokio::io::AsyncWriteExt;
     let mut out = bytes::BytesMut::new();
     let mut params = vec![("user", user)];
@@ -322,6 +321,19 @@ pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     }
     frontend::startup_message(params, &mut out).expect("startup");
     s.write_all(&out).await.expect("write");
+    raw_login_after_startup(s, buf).await;
+}
+
+/// The rest of [`raw_login`] once the startup packet is sent: SCRAM with CLIENT_PASSWORD, up to
+/// the first ReadyForQuery.
+pub async fn raw_login_after_startup<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut bytes::BytesMut,
+) {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::{backend::Message, frontend};
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
     let Message::AuthenticationSasl(_) = read_msg(s, buf).await else {
         panic!("expected SASL");
     };
