@@ -193,6 +193,13 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         route.key.clone(),
     );
     let info = registered.info.clone();
+    if *shared.shutdown.borrow() {
+        // Logged in while shutdown began: it ends like every other client.
+        info.request_stop(
+            registry::Stop::AtBoundary,
+            ClientError::new(crate::error::ADMIN_SHUTDOWN, "pgtenant is shutting down"),
+        );
+    }
     let (outcome, totals) = relay::run(&shared, stream, logged_in, &info).await;
     let key = info.pool();
     tracing::info!(
