@@ -250,6 +250,14 @@ impl Relay {
         self.stats = stats;
     }
 
+    /// The configuration values the relay reads per transaction, copied out of the snapshot
+    /// (no config lookups on the hot path).
+    fn take_settings(&mut self, config: &crate::config::Config) {
+        self.idle_timeout = config.server.client_idle_timeout;
+        self.idle_xact_timeout = config.server.idle_transaction_timeout;
+        self.max_prepared = config.pool.max_prepared_statements;
+    }
+
     /// Adds what was counted to the tenant's statistics.
     fn flush_stats(&mut self) {
         self.totals.bytes_received += self.tally.bytes_received;
@@ -1005,6 +1013,17 @@ fn stop_error(control: &ClientInfo) -> ClientError {
         .unwrap_or_else(|| ClientError::new(ADMIN_SHUTDOWN, "pgtenant closed this connection"))
 }
 
+/// Ends a session the operator asked to stop: the client gets the reason as a FATAL error.
+async fn stopped<W: AsyncWrite + Unpin>(
+    cw: &mut W,
+    pending: &mut BytesMut,
+    control: &ClientInfo,
+) -> Outcome {
+    let err = stop_error(control);
+    send_error(cw, pending, &err).await;
+    Outcome::Stopped(err.message)
+}
+
 /// Runs a logged-in client until it leaves.
 pub(crate) async fn run(
     shared: &Shared,
@@ -1047,9 +1066,7 @@ async fn session(
         tokio::io::split(stream);
     let mut snapshot = shared.snapshot();
     relay.lane = control.who.id as usize;
-    relay.idle_timeout = snapshot.config.server.client_idle_timeout;
-    relay.idle_xact_timeout = snapshot.config.server.idle_transaction_timeout;
-    relay.max_prepared = snapshot.config.pool.max_prepared_statements;
+    relay.take_settings(&snapshot.config);
     let mut paused = shared.holds.subscribe();
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
@@ -1078,9 +1095,7 @@ async fn session(
                 }
                 while Header::parse(&relay.cin).is_none() {
                     if control.stop() != Stop::No {
-                        let err = stop_error(control);
-                        send_error(&mut cw, &mut relay.cout, &err).await;
-                        return Outcome::Stopped(err.message);
+                        return stopped(&mut cw, &mut relay.cout, control).await;
                     }
                     let idle = relay.idle_timeout;
                     tokio::select! {
@@ -1119,9 +1134,7 @@ async fn session(
                                 guard_for(shared, &route),
                                 stats_for(shared, &route),
                             );
-                            relay.idle_timeout = config.server.client_idle_timeout;
-                            relay.idle_xact_timeout = config.server.idle_transaction_timeout;
-                            relay.max_prepared = config.pool.max_prepared_statements;
+                            relay.take_settings(config);
                         }
                         Err(e) => {
                             let err = e.to_client();
@@ -1135,19 +1148,15 @@ async fn session(
                 if shared.holds.is_paused(&route.tenant) {
                     tokio::select! {
                         () = holds::until_resumed(&mut paused, &route.tenant) => {}
-                        () = async { while control.stop() == Stop::No { control.wake.notified().await } } => {
-                            let err = stop_error(control);
-                            send_error(&mut cw, &mut relay.cout, &err).await;
-                            return Outcome::Stopped(err.message);
+                        () = control.stop_requested() => {
+                            return stopped(&mut cw, &mut relay.cout, control).await;
                         }
                     }
                 }
                 let checked_out = tokio::select! {
                     r = pool.checkout(&route.tenant) => r,
-                    () = async { while control.stop() == Stop::No { control.wake.notified().await } } => {
-                        let err = stop_error(control);
-                        send_error(&mut cw, &mut relay.cout, &err).await;
-                        return Outcome::Stopped(err.message);
+                    () = control.stop_requested() => {
+                        return stopped(&mut cw, &mut relay.cout, control).await;
                     }
                 };
                 let mut c = match checked_out {
@@ -1205,9 +1214,7 @@ async fn session(
                     let _ = cw.shutdown().await;
                     return Outcome::Stopped(stop_error(control).message);
                 }
-                let err = stop_error(control);
-                send_error(&mut cw, &mut relay.cout, &err).await;
-                return Outcome::Stopped(err.message);
+                return stopped(&mut cw, &mut relay.cout, control).await;
             }
             Pump::IdleTimeout { in_transaction } => {
                 let (code, message, which) = if in_transaction {

@@ -100,6 +100,14 @@ impl ClientInfo {
         }
     }
 
+    /// Resolves once a stop has been asked for.
+    pub(crate) async fn stop_requested(&self) {
+        while self.stop() == Stop::No {
+            // A request made before this registers leaves a permit: it is not missed.
+            self.wake.notified().await;
+        }
+    }
+
     /// What the client is told when its session is ended.
     pub(crate) fn stop_reason(&self) -> Option<ClientError> {
         self.reason
