@@ -71,22 +71,13 @@ pub(crate) async fn login(
         messages::negotiate_protocol_version(&mut out, unsupported);
     }
 
-    let addr = ctx.peer.ip().to_canonical();
-    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
-        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
-    }
-    let identity = match authenticate(ctx, config, stream, &hint.user, &mut out).await {
-        Ok(i) => i,
-        Err(e) => {
-            // A failed credential is exactly what the client is told 28P01.
-            if e.to_client().code == INVALID_PASSWORD
-                && ctx.shared.auth_failures.failed(&config.auth_limit, addr)
-            {
-                tracing::warn!(peer = %ctx.peer, user = %hint.user, "too many failed logins: address locked out (auth.lockout)");
-            }
-            return Err(e);
-        }
-    };
+    let identity = within_failure_limit(
+        ctx,
+        config,
+        &hint.user,
+        authenticate(ctx, config, stream, &hint.user, &mut out),
+    )
+    .await?;
     let (hint, jwt_role) = match identity {
         Identity::Scram => (hint, None),
         Identity::Jwt(id) => (
@@ -198,17 +189,14 @@ pub(crate) async fn login_admin(
     params: &StartupParams,
 ) -> Result<String, LoginError> {
     let user = params.get("user").unwrap_or_default().to_owned();
-    let addr = ctx.peer.ip().to_canonical();
-    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
-        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
-    }
     let mut out = BytesMut::new();
-    if let Err(e) = authenticate_scram(ctx, config, stream, &user, &mut out).await {
-        if e.to_client().code == INVALID_PASSWORD {
-            ctx.shared.auth_failures.failed(&config.auth_limit, addr);
-        }
-        return Err(e);
-    }
+    within_failure_limit(
+        ctx,
+        config,
+        &user,
+        authenticate_scram(ctx, config, stream, &user, &mut out),
+    )
+    .await?;
     if !config.users.get(&user).is_some_and(|u| u.admin) {
         return Err(AuthError::NotAdmin(user).into());
     }
@@ -231,6 +219,28 @@ pub(crate) async fn login_admin(
     messages::ready_for_query_idle(&mut out);
     stream.write_all(&out).await.map_err(LoginError::Io)?;
     Ok(user)
+}
+
+/// Runs an authentication under the brute-force limits: refused at once while the client's
+/// address is locked out; a failed credential (what the client is told 28P01) counts against it.
+async fn within_failure_limit<T>(
+    ctx: &SessionCtx,
+    config: &Config,
+    user: &str,
+    authentication: impl std::future::Future<Output = Result<T, LoginError>>,
+) -> Result<T, LoginError> {
+    let addr = ctx.peer.ip().to_canonical();
+    if let Err(remaining) = ctx.shared.auth_failures.check(&config.auth_limit, addr) {
+        return Err(AuthError::LockedOut(remaining.as_secs().max(1)).into());
+    }
+    let result = authentication.await;
+    if let Err(e) = &result
+        && e.to_client().code == INVALID_PASSWORD
+        && ctx.shared.auth_failures.failed(&config.auth_limit, addr)
+    {
+        tracing::warn!(peer = %ctx.peer, %user, "too many failed logins: address locked out (auth.lockout)");
+    }
+    result
 }
 
 /// Users listed under `[users]` use SCRAM; with `jwt` enabled everyone else gives a JWT.

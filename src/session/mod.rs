@@ -91,6 +91,27 @@ impl ClientFacing for LoginError {
     }
 }
 
+/// A login stage bounded by `client_login_timeout`.
+async fn within<T>(
+    timeout: std::time::Duration,
+    stage: impl std::future::Future<Output = Result<T, LoginError>>,
+) -> Result<T, LoginError> {
+    tokio::time::timeout(timeout, stage)
+        .await
+        .unwrap_or(Err(LoginError::Timeout))
+}
+
+/// A refused login: counted in the metrics and logged (never with the secret).
+fn refused(
+    ctx: &SessionCtx,
+    params: &crate::protocol::startup::StartupParams,
+    e: &LoginError,
+    what: &str,
+) {
+    e.count(&ctx.shared.metrics);
+    tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "{what}");
+}
+
 /// Drives one client connection to its end.
 pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemaphorePermit>) {
     let _ = tcp.set_nodelay(true);
@@ -126,13 +147,13 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
         startup::refuse(&mut stream, &LoginError::TooManyClients.to_client()).await;
         return;
     }
+    let login_timeout = config.server.client_login_timeout;
     if params.get("database") == Some(crate::admin::DATABASE) {
-        let login = tokio::time::timeout(
-            config.server.client_login_timeout,
+        let login = within(
+            login_timeout,
             login::login_admin(&ctx, &config, &mut stream, &params),
         )
-        .await
-        .unwrap_or(Err(LoginError::Timeout));
+        .await;
         match login {
             Ok(user) => {
                 tracing::info!(peer = %ctx.peer, %user, "admin console login");
@@ -140,24 +161,21 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
                 tracing::info!(peer = %ctx.peer, %user, "admin console logout");
             }
             Err(e) => {
-                e.count(&shared.metrics);
-                tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "admin login refused");
+                refused(&ctx, &params, &e, "admin login refused");
                 startup::refuse(&mut stream, &e.to_client()).await;
             }
         }
         return;
     }
-    let login = tokio::time::timeout(
-        config.server.client_login_timeout,
+    let login = within(
+        login_timeout,
         login::login(&ctx, &config, &mut stream, &params, sni.as_deref()),
     )
-    .await
-    .unwrap_or(Err(LoginError::Timeout));
+    .await;
     let logged_in = match login {
         Ok(l) => l,
         Err(e) => {
-            e.count(&shared.metrics);
-            tracing::info!(peer = %ctx.peer, user = params.get("user").unwrap_or_default(), error = %e, "login refused");
+            refused(&ctx, &params, &e, "login refused");
             if let LoginError::Pool(PoolError::Backend(b)) = &e
                 && let Some(raw) = b.upstream_raw()
             {
