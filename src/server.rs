@@ -20,7 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::{Config, ConfigError};
 use crate::error::{ADMIN_SHUTDOWN, ClientError};
 use crate::guard::{Policy, VerdictCache};
-use crate::metrics::{self, GaugeSample, Metrics};
+use crate::metrics::{self, GaugeSample, Metrics, StatsKey};
 use crate::pool::Pools;
 use crate::session::registry::{ClientState, Clients, Stop};
 use crate::session::{self, SessionCtx};
@@ -178,30 +178,32 @@ impl Shared {
     /// `GET /metrics`: gauges from the client registry and the pools, then the exposition.
     pub(crate) fn render_metrics(&self) -> String {
         let mut gauges = Vec::new();
-        let mut zero = std::collections::HashSet::new();
-        for (k, _) in self.metrics.all_stats() {
-            zero.insert((k.tenant.clone(), k.shard.clone(), k.database.clone()));
-        }
-        let mut clients: std::collections::HashMap<_, [usize; 3]> =
-            std::collections::HashMap::new();
+        // Every tenant with statistics shows its client gauges, zero when it has no client.
+        let mut clients: std::collections::HashMap<StatsKey, [usize; 3]> = self
+            .metrics
+            .all_stats()
+            .into_iter()
+            .map(|(k, _)| (k, [0; 3]))
+            .collect();
         for c in self.clients.all() {
             let key = c.pool();
             let n = clients
-                .entry((c.who.tenant.clone(), key.shard, key.database))
+                .entry(StatsKey {
+                    tenant: c.who.tenant.clone(),
+                    shard: key.shard,
+                    database: key.database,
+                })
                 .or_default();
             n[c.state() as usize] += 1;
         }
-        for z in zero {
-            clients.entry(z).or_default();
-        }
-        for ((tenant, shard, database), n) in clients {
+        for (k, n) in clients {
             for state in [ClientState::Idle, ClientState::Waiting, ClientState::Active] {
                 gauges.push(GaugeSample {
                     name: metrics::CLIENT_CONNECTIONS,
                     labels: vec![
-                        ("tenant", tenant.to_string()),
-                        ("shard", shard.clone()),
-                        ("database", database.clone()),
+                        ("tenant", k.tenant.to_string()),
+                        ("shard", k.shard.clone()),
+                        ("database", k.database.clone()),
                         ("state", state.as_str().to_owned()),
                     ],
                     value: n[state as usize] as f64,
