@@ -53,6 +53,18 @@ fn items_db(prefix: &str, ty: &str, rows: &[(&str, &str)]) -> String {
     superuser_db(prefix, &sql)
 }
 
+/// [`items_db`] with text tenant ids, secured by `pgtenant rls --table items --column tenant_id`.
+fn secured_items_db(prefix: &str, rows: &[(&str, &str)]) -> String {
+    let db = items_db(prefix, "text", rows);
+    apply_script(
+        &db,
+        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
+        None,
+    )
+    .expect("apply");
+    db
+}
+
 /// A direct connection to the cluster as the non-superuser role `pgtenant`.
 async fn as_pgtenant(db: &str) -> Client {
     let (client, conn) = tokio_postgres::Config::new()
@@ -338,13 +350,7 @@ fn check_as_pgtenant(db: &str) -> (i32, String) {
 
 #[test]
 fn check_passes_a_database_secured_by_rls() {
-    let db = items_db("check_clean", "text", &[("a", "a1")]);
-    apply_script(
-        &db,
-        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
-        None,
-    )
-    .expect("apply");
+    let db = secured_items_db("check_clean", &[("a", "a1")]);
     let (code, out) = check_as_pgtenant(&db);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -471,13 +477,7 @@ fn check_reports_unforced_rls_open_policies_and_owned_tables() {
 
 #[tokio::test]
 async fn check_reports_views_that_bypass_rls() {
-    let db = items_db("check_views", "text", &[("a", "a1"), ("b", "b1")]);
-    apply_script(
-        &db,
-        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
-        None,
-    )
-    .expect("apply");
+    let db = secured_items_db("check_views", &[("a", "a1"), ("b", "b1")]);
     cluster()
         .psql(
             &db,
@@ -536,13 +536,7 @@ async fn check_reports_views_that_bypass_rls() {
 
 #[test]
 fn check_reports_a_superuser_upstream_role() {
-    let db = items_db("check_super", "text", &[]);
-    apply_script(
-        &db,
-        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
-        None,
-    )
-    .expect("apply");
+    let db = secured_items_db("check_super", &[]);
     let (_dir, path) = check_config(
         "postgres",
         SUPERUSER_PASSWORD,
@@ -563,13 +557,7 @@ fn check_reports_a_superuser_upstream_role() {
 
 #[test]
 fn check_reports_bypassrls_and_a_per_tenant_role_in_the_config() {
-    let db = items_db("check_bypass", "text", &[]);
-    apply_script(
-        &db,
-        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
-        None,
-    )
-    .expect("apply");
+    let db = secured_items_db("check_bypass", &[]);
     let role = unique("bypass");
     cluster()
         .psql(
@@ -669,13 +657,7 @@ fn check_points_out_schema_placement_with_one_role() {
 
 #[test]
 fn check_reports_a_default_for_the_tenant_setting() {
-    let db = items_db("check_default", "text", &[]);
-    apply_script(
-        &db,
-        &rls_sql(&["--table", "items", "--column", "tenant_id"]),
-        None,
-    )
-    .expect("apply");
+    let db = secured_items_db("check_default", &[]);
     let (_dir, path) = check_config(
         "pgtenant",
         UPSTREAM_PASSWORD,
