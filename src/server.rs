@@ -121,6 +121,10 @@ impl Shared {
             Arc::new(VerdictCache::new(Policy::new(&new.tenancy.guc)))
         };
         self.pools.reconfigure(new.pool.clone());
+        // Passed-through keys only of users that still exist with the same verifier.
+        self.pools
+            .credentials()
+            .retain(|user, keys| new.users.get(user).is_some_and(|u| u.verifier.holds(keys)));
         {
             let mut slot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
             let generation = old.generation + 1;

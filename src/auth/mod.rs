@@ -4,6 +4,7 @@
 //! Pure logic; the session stage does the message I/O.
 
 pub(crate) mod jwt;
+pub(crate) mod keys;
 pub(crate) mod limit;
 pub(crate) mod scram;
 

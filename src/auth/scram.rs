@@ -10,6 +10,7 @@ use pgwire::api::auth::sasl::scram::{
 use rand::RngCore;
 
 use super::AuthError;
+use super::keys::ScramKeys;
 
 pub(crate) const MECHANISM: &str = "SCRAM-SHA-256";
 /// SCRAM with channel binding (`tls-server-end-point`), offered to TLS clients.
@@ -64,6 +65,14 @@ impl Verifier {
         Ok(v)
     }
 
+    /// True if `keys` are this verifier's (same salt, iteration count and keys).
+    pub(crate) fn holds(&self, keys: &ScramKeys) -> bool {
+        keys.salt == self.salt
+            && keys.iterations == self.iterations
+            && keys.stored_key()[..] == self.stored_key[..]
+            && keys.server_key()[..] == self.server_key[..]
+    }
+
     fn secret(&self) -> ScramSecret {
         ScramSecret::Verifier {
             salt: self.salt.clone(),
@@ -108,6 +117,9 @@ pub(crate) fn channel_binding(cert_pem: &[u8]) -> Result<ScramServerAuth, String
 pub(crate) struct Exchange {
     user: String,
     waiting: ScramServerAuthWaitingForClientFinal,
+    verifier: Verifier,
+    /// `client-first-bare + "," + server-first`: the start of the `AuthMessage`.
+    auth_message_start: String,
 }
 
 impl Exchange {
@@ -126,29 +138,62 @@ impl Exchange {
             .unwrap_or(&plain)
             .on_client_first_message_with_secret(client_first, verifier.secret())
             .map_err(|e| AuthError::Protocol(e.to_string()))?;
+        // The gs2 header is the first two comma-separated fields; the rest is client-first-bare.
+        let bare = client_first
+            .splitn(3, |b| *b == b',')
+            .nth(2)
+            .unwrap_or_default();
+        let auth_message_start = format!("{},{server_first}", String::from_utf8_lossy(bare));
         Ok((
             Exchange {
                 user: user.to_owned(),
                 waiting,
+                verifier: verifier.clone(),
+                auth_message_start,
             },
             server_first,
         ))
     }
 
-    /// Handles client-final; returns the server-final message on success.
-    pub(crate) fn finish(self, client_final: &[u8]) -> Result<String, AuthError> {
-        self.waiting
-            .on_client_final_message(client_final)
-            .map_err(|e| match e {
-                pgwire::error::PgWireError::InvalidPassword(_) => AuthError::Failed(self.user),
-                // The client bound the exchange to a certificate other than pgtenant's.
-                pgwire::error::PgWireError::InvalidScramMessage(m)
-                    if m.starts_with("Channel binding") =>
-                {
-                    AuthError::ChannelBinding(self.user)
-                }
-                other => AuthError::Protocol(other.to_string()),
-            })
+    /// Handles client-final; on success returns the server-final message and the keys the
+    /// client proved it holds (`ClientKey` recovered from its proof), for upstream passthrough.
+    pub(crate) fn finish(
+        self,
+        client_final: &[u8],
+    ) -> Result<(String, Option<ScramKeys>), AuthError> {
+        let keys = self.recover_keys(client_final);
+        let server_final =
+            self.waiting
+                .on_client_final_message(client_final)
+                .map_err(|e| match e {
+                    pgwire::error::PgWireError::InvalidPassword(_) => AuthError::Failed(self.user),
+                    // The client bound the exchange to a certificate other than pgtenant's.
+                    pgwire::error::PgWireError::InvalidScramMessage(m)
+                        if m.starts_with("Channel binding") =>
+                    {
+                        AuthError::ChannelBinding(self.user)
+                    }
+                    other => AuthError::Protocol(other.to_string()),
+                })?;
+        Ok((server_final, keys))
+    }
+
+    /// `ClientKey` from the proof in client-final (the last attribute, `p=`), checked against
+    /// the verifier's `StoredKey`.
+    fn recover_keys(&self, client_final: &[u8]) -> Option<ScramKeys> {
+        let client_final = std::str::from_utf8(client_final).ok()?;
+        let (without_proof, proof) = client_final.rsplit_once(",p=")?;
+        let proof = STANDARD.decode(proof).ok()?;
+        let auth_message = format!("{},{without_proof}", self.auth_message_start);
+        let v = &self.verifier;
+        ScramKeys::recover(
+            &v.salt,
+            v.iterations,
+            &v.stored_key,
+            &v.server_key,
+            auth_message.as_bytes(),
+            &proof,
+        )
     }
 }
 

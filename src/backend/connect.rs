@@ -5,13 +5,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::BackendError;
 use super::conn::{CancelTarget, ServerConn, SessionState};
+use super::credentials::Credentials;
+use super::scram;
+use crate::auth::keys::ScramKeys;
 use crate::config::Shard;
 use crate::protocol::header::{Header, backend};
 use crate::protocol::messages::error_fields;
@@ -26,14 +28,16 @@ const AUTH_SASL_FINAL: i32 = 12;
 /// The server's `ParameterStatus` values, replayed to clients at login.
 pub(crate) type ServerParams = Vec<(String, String)>;
 
-/// Connects to `shard` as `role` on `database`.
+/// Connects to `shard` as `role` on `database`, with the shard's password or, when it has none
+/// and asks for SCRAM, with the keys `creds` remembered for `role`.
 pub(crate) async fn connect(
     shard: &Shard,
     database: &str,
     role: &str,
+    creds: &Credentials,
     timeout: Duration,
 ) -> Result<(ServerConn, ServerParams), BackendError> {
-    match tokio::time::timeout(timeout, connect_inner(shard, database, role)).await {
+    match tokio::time::timeout(timeout, connect_inner(shard, database, role, creds)).await {
         Ok(r) => r,
         Err(_) => Err(BackendError::Unreachable {
             shard: shard.name.clone(),
@@ -45,6 +49,8 @@ pub(crate) async fn connect(
 
 struct Upstream<'a> {
     shard: &'a Shard,
+    role: &'a str,
+    creds: &'a Credentials,
     stream: TcpStream,
     buf: BytesMut,
 }
@@ -98,9 +104,40 @@ impl Upstream<'_> {
         self.shard
             .password
             .as_deref()
-            .ok_or_else(|| BackendError::NoPassword {
+            .ok_or_else(|| self.no_password())
+    }
+
+    fn no_password(&self) -> BackendError {
+        BackendError::NoPassword {
+            shard: self.shard.name.clone(),
+            role: self.role.to_owned(),
+        }
+    }
+
+    /// The keys to answer the shard's SCRAM challenge with: the configured password's
+    /// (derivation cached), else those of the client login of the user named like the role.
+    async fn scram_keys(
+        &self,
+        server: &scram::ServerFirst,
+    ) -> Result<std::sync::Arc<ScramKeys>, BackendError> {
+        if let Some(password) = self.shard.password.as_deref() {
+            return self
+                .creds
+                .derive(password, &server.salt, server.iterations)
+                .await
+                .map_err(|e| self.lost(e));
+        }
+        let keys = self
+            .creds
+            .passthrough(self.role)
+            .ok_or_else(|| self.no_password())?;
+        if keys.salt != server.salt || keys.iterations != server.iterations {
+            return Err(BackendError::OtherVerifier {
                 shard: self.shard.name.clone(),
-            })
+                role: self.role.to_owned(),
+            });
+        }
+        Ok(keys)
     }
 }
 
@@ -108,6 +145,7 @@ async fn connect_inner(
     shard: &Shard,
     database: &str,
     role: &str,
+    creds: &Credentials,
 ) -> Result<(ServerConn, ServerParams), BackendError> {
     let addr = format!("{}:{}", shard.host, shard.port);
     let stream = TcpStream::connect(&addr)
@@ -120,6 +158,8 @@ async fn connect_inner(
     let _ = stream.set_nodelay(true);
     let mut up = Upstream {
         shard,
+        role,
+        creds,
         stream,
         buf: BytesMut::with_capacity(8192),
     };
@@ -135,7 +175,7 @@ async fn connect_inner(
     )
     .map_err(|e| up.lost(e))?;
     up.send(&out).await?;
-    authenticate(&mut up, role).await?;
+    authenticate(&mut up).await?;
 
     let mut params = Vec::new();
     let mut cancel = None;
@@ -188,8 +228,8 @@ async fn connect_inner(
     ))
 }
 
-async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendError> {
-    let mut scram: Option<ScramSha256> = None;
+async fn authenticate(up: &mut Upstream<'_>) -> Result<(), BackendError> {
+    let mut exchange = Scram::Idle;
     loop {
         let (tag, mut body) = up.recv().await?;
         if tag != backend::AUTHENTICATION || body.len() < 4 {
@@ -208,7 +248,7 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
             }
             AUTH_MD5 if body.len() >= 4 => {
                 let salt = [body[0], body[1], body[2], body[3]];
-                let hash = md5_hash(role.as_bytes(), up.password()?.as_bytes(), salt);
+                let hash = md5_hash(up.role.as_bytes(), up.password()?.as_bytes(), salt);
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| up.lost(e))?;
             }
             AUTH_SASL => {
@@ -221,33 +261,36 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
                         method: String::from_utf8_lossy(&body).replace('\0', " "),
                     });
                 }
-                let s = ScramSha256::new(up.password()?.as_bytes(), ChannelBinding::unsupported());
+                if up.shard.password.is_none() && up.creds.passthrough(up.role).is_none() {
+                    return Err(up.no_password());
+                }
+                let (started, first) = scram::Started::new();
                 frontend::sasl_initial_response(
                     crate::auth::scram::MECHANISM,
-                    s.message(),
+                    first.as_bytes(),
                     &mut out,
                 )
                 .map_err(|e| up.lost(e))?;
-                scram = Some(s);
+                exchange = Scram::Started(started);
             }
             AUTH_SASL_CONTINUE => {
-                let mut s = scram
-                    .take()
-                    .ok_or_else(|| up.lost("SASL continue without a SASL exchange"))?;
-                // PBKDF2 runs off the async workers.
-                let s = tokio::task::spawn_blocking(move || s.update(&body).map(|()| s))
-                    .await
-                    .map_err(|e| up.lost(e))?
-                    .map_err(|e| up.lost(e))?;
-                frontend::sasl_response(s.message(), &mut out).map_err(|e| up.lost(e))?;
-                scram = Some(s);
+                let Scram::Started(started) = std::mem::replace(&mut exchange, Scram::Idle) else {
+                    return Err(up.lost("SASL continue out of turn"));
+                };
+                let server = started.server_first(&body).map_err(|e| up.lost(e))?;
+                let keys = up.scram_keys(&server).await?;
+                let (finishing, last) = started.finish(&server, &keys);
+                frontend::sasl_response(last.as_bytes(), &mut out).map_err(|e| up.lost(e))?;
+                exchange = Scram::Finishing(finishing);
             }
             AUTH_SASL_FINAL => {
-                let s = scram
-                    .as_mut()
-                    .ok_or_else(|| up.lost("SASL final without a SASL exchange"))?;
-                s.finish(&body)
-                    .map_err(|e| up.lost(format!("server signature invalid: {e}")))?;
+                let Scram::Finishing(finishing) = std::mem::replace(&mut exchange, Scram::Idle)
+                else {
+                    return Err(up.lost("SASL final out of turn"));
+                };
+                finishing
+                    .check(&body)
+                    .map_err(|e| up.lost(format!("SCRAM: {e}")))?;
                 continue;
             }
             other => {
@@ -259,4 +302,11 @@ async fn authenticate(up: &mut Upstream<'_>, role: &str) -> Result<(), BackendEr
         }
         up.send(&out).await?;
     }
+}
+
+/// Where an upstream SCRAM exchange stands.
+enum Scram {
+    Idle,
+    Started(scram::Started),
+    Finishing(scram::Finishing),
 }

@@ -3,6 +3,8 @@
 
 pub(crate) mod conn;
 pub(crate) mod connect;
+pub(crate) mod credentials;
+pub(crate) mod scram;
 pub(crate) mod statements;
 
 use crate::error::{CONNECTION_FAILURE, ClientError, ClientFacing, UNABLE_TO_CONNECT};
@@ -30,9 +32,13 @@ pub(crate) enum BackendError {
     )]
     AuthMethod { shard: String, method: String },
     #[error(
-        "shard \"{shard}\" needs a password: set password, password_env or password_file for it"
+        "shard \"{shard}\" needs a password for role \"{role}\": set password, password_env or password_file for the shard, or (SCRAM passthrough) give pgtenant's user \"{role}\" the role's verifier and let that user log in first"
     )]
-    NoPassword { shard: String },
+    NoPassword { shard: String, role: String },
+    #[error(
+        "shard \"{shard}\" holds another SCRAM verifier for role \"{role}\" than pgtenant's user \"{role}\" (salt or iteration count differ), so the client's keys cannot pass through: copy the role's verifier from pg_authid into [users.{role}], or set a password for the shard"
+    )]
+    OtherVerifier { shard: String, role: String },
     #[error("connection to shard \"{shard}\" lost: {reason}")]
     Lost { shard: String, reason: String },
 }

@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::backend::BackendError;
 use crate::backend::conn::SessionState;
 use crate::backend::connect::{ServerParams, connect};
+use crate::backend::credentials::Credentials;
 use crate::config::{Config, PoolSettings, Shard};
 use crate::error::{ClientError, ClientFacing, QUERY_CANCELED, UNABLE_TO_CONNECT};
 use crate::routing::{PoolKey, Route};
@@ -70,6 +71,8 @@ impl ClientFacing for PoolError {
 pub(super) struct Common {
     settings: RwLock<PoolSettings>,
     registry: Arc<Registry>,
+    /// Passed-through client keys and cached password derivations for upstream SCRAM.
+    credentials: Credentials,
 }
 
 impl Common {
@@ -94,6 +97,7 @@ impl Pools {
         let common = Arc::new(Common {
             settings: RwLock::new(config.pool.clone()),
             registry: Arc::new(Registry::default()),
+            credentials: Credentials::default(),
         });
         let shards = config
             .shards
@@ -107,6 +111,11 @@ impl Pools {
         });
         reaper::spawn(Arc::downgrade(&pools));
         pools
+    }
+
+    /// The SCRAM keys upstream logins use besides passwords (client logins add theirs).
+    pub(crate) fn credentials(&self) -> &Credentials {
+        &self.common.credentials
     }
 
     /// The pool serving `route`, created on first use. A route whose shard differs (host,
@@ -451,6 +460,7 @@ impl Pool {
             &target,
             &self.key.database,
             &self.key.role,
+            &self.common.credentials,
             settings.server_connect_timeout,
         )
         .await

@@ -411,7 +411,9 @@ fn marks_down(err: &BackendError) -> bool {
         BackendError::Unreachable { .. } | BackendError::Lost { .. } => true,
         // 57P01-57P03: shutting down, crashed, starting up.
         BackendError::Rejected { code, .. } => code.starts_with("57P"),
-        BackendError::AuthMethod { .. } | BackendError::NoPassword { .. } => false,
+        BackendError::AuthMethod { .. }
+        | BackendError::NoPassword { .. }
+        | BackendError::OtherVerifier { .. } => false,
     }
 }
 
@@ -466,7 +468,7 @@ async fn health_check(shard: Weak<ShardState>) {
         let (target, _) = s.target();
         let (database, role) = probe.unwrap_or_else(|| ("postgres".into(), target.user.clone()));
         let timeout = s.common.settings().server_connect_timeout;
-        let result = connect(&target, &database, &role, timeout).await;
+        let result = connect(&target, &database, &role, &s.common.credentials, timeout).await;
         let mut inner = lock(&s.inner);
         match result {
             Err(e) if marks_down(&e) => {

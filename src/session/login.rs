@@ -351,7 +351,13 @@ async fn authenticate_scram(
     let client_final = read_password_message(stream).await?;
     let server_final = exchange.finish(&client_final);
     let server_final = match (server_final, config.users.contains_key(user)) {
-        (Ok(s), true) => s,
+        (Ok((s, keys)), true) => {
+            // For shards without a password: the role named like this user logs in with them.
+            if let Some(keys) = keys {
+                ctx.shared.pools.credentials().remember(user, keys);
+            }
+            s
+        }
         (Ok(_), false) | (Err(AuthError::Failed(_)), _) => {
             return Err(AuthError::Failed(user.to_owned()).into());
         }

@@ -28,12 +28,20 @@ pub fn cluster() -> &'static Cluster {
         c.psql(
             "postgres",
             &format!(
-                "CREATE ROLE pgtenant LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB PASSWORD '{UPSTREAM_PASSWORD}';
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE pgtenant LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB PASSWORD '{UPSTREAM_PASSWORD}';
                  SET password_encryption = 'md5';
                  CREATE ROLE pgtenant_md5 LOGIN NOSUPERUSER PASSWORD '{UPSTREAM_PASSWORD}';"
             ),
         )
         .expect("roles");
+        // initdb --auth-host=md5 makes md5 the cluster's default password encryption.
+        assert!(
+            c.psql("postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = 'pgtenant'")
+                .expect("verifier")
+                .starts_with("SCRAM-SHA-256$"),
+            "role pgtenant must log in with SCRAM"
+        );
         c
     })
 }
