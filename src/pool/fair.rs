@@ -3,11 +3,13 @@
 //! with one take turns. No I/O, no locking: the owner holds its own lock around it.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::FastMap;
 use std::hash::Hash;
 
 pub(super) struct FairQueue<K, W> {
-    queues: HashMap<K, VecDeque<W>>,
+    queues: FastMap<K, VecDeque<W>>,
     /// Keys with waiters, in the order they are served next.
     order: VecDeque<K>,
     len: usize,
@@ -16,7 +18,7 @@ pub(super) struct FairQueue<K, W> {
 impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
     pub(super) fn new() -> Self {
         Self {
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             order: VecDeque::new(),
             len: 0,
         }

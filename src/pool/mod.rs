@@ -19,7 +19,6 @@ mod tests;
 
 pub(crate) use checkout::Checkout;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -210,12 +209,12 @@ struct State {
     slots: usize,
     /// Slots without a connection yet (waiting for the shard's budget or connecting), by
     /// checkout id, with the time their client started waiting.
-    pending: HashMap<u64, Instant>,
+    pending: FastMap<u64, Instant>,
     idle: Vec<Pooled>,
     /// Slots held per tenant.
-    held: HashMap<Arc<str>, usize>,
+    held: FastMap<Arc<str>, usize>,
     /// Per-tenant caps on slots (absent: no cap), as the tenants' routes say.
-    caps: HashMap<Arc<str>, usize>,
+    caps: FastMap<Arc<str>, usize>,
     queue: FairQueue<Arc<str>, Waiter>,
     last_used: Instant,
     next_id: u64,
@@ -239,11 +238,15 @@ enum Slot {
     New,
 }
 
+/// The pool's hot-path maps (checked on every checkout): foldhash, seeded per process, rather
+/// than SipHash.
+pub(super) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn eligible(held: &HashMap<Arc<str>, usize>, caps: &HashMap<Arc<str>, usize>, t: &str) -> bool {
+fn eligible(held: &FastMap<Arc<str>, usize>, caps: &FastMap<Arc<str>, usize>, t: &str) -> bool {
     match caps.get(t) {
         Some(&cap) => held.get(t).copied().unwrap_or(0) < cap,
         None => true,
@@ -290,10 +293,10 @@ impl Pool {
             state: Mutex::new(State {
                 size,
                 slots: 0,
-                pending: HashMap::new(),
+                pending: FastMap::default(),
                 idle: Vec::new(),
-                held: HashMap::new(),
-                caps: HashMap::new(),
+                held: FastMap::default(),
+                caps: FastMap::default(),
                 queue: FairQueue::new(),
                 last_used: Instant::now(),
                 next_id: 0,

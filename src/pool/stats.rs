@@ -82,7 +82,7 @@ struct ServerEntry {
 /// release, and removed when the connection is closed (`Pooled`'s drop).
 #[derive(Default)]
 pub(super) struct Registry {
-    servers: DashMap<u64, ServerEntry>,
+    servers: DashMap<u64, ServerEntry, foldhash::fast::RandomState>,
     ids: AtomicU64,
 }
 

@@ -900,9 +900,6 @@ impl Relay {
         if let Err(e) = self.scan_client(conn) {
             return Pump::Protocol(e);
         }
-        // Registered once per attachment; re-armed after each wake-up.
-        let woken = control.wake.notified();
-        tokio::pin!(woken);
         loop {
             let stop = control.stop();
             if self.at_boundary() {
@@ -921,12 +918,12 @@ impl Relay {
             }
             let idle = self.idle_limit();
             let (mut sr, mut sw) = conn.stream.split();
+            // Futures of disabled branches are still built: the timer only inside an async
+            // block, which costs nothing until polled.
             tokio::select! {
                 biased;
-                () = &mut woken => {
-                    woken.set(control.wake.notified());
-                }
-                () = tokio::time::sleep(idle.map_or(Duration::ZERO, |(d, _)| d)), if idle.is_some() => {
+                () = control.stop_beyond(stop) => {}
+                () = async { if let Some((d, _)) = idle { tokio::time::sleep(d).await } }, if idle.is_some() => {
                     let in_transaction = idle.is_some_and(|(_, t)| t);
                     return Pump::IdleTimeout { in_transaction };
                 }
@@ -1103,8 +1100,8 @@ async fn session(
                             Ok(0) | Err(_) => return Outcome::ClientLeft,
                             Ok(n) => relay.tally.bytes_received += n as u64,
                         },
-                        () = control.wake.notified() => {}
-                        () = tokio::time::sleep(idle), if !idle.is_zero() => {
+                        () = control.stop_requested() => {}
+                        () = async { tokio::time::sleep(idle).await }, if !idle.is_zero() => {
                             let err = ClientError::new(
                                 IDLE_SESSION_TIMEOUT,
                                 "terminating connection due to idle timeout (client_idle_timeout)",

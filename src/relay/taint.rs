@@ -17,40 +17,46 @@ const MARKERS: [&[u8]; 12] = [
     b"load", b"(", b"listen",
 ];
 
-/// `FIRST[b]`: some marker starts with byte `b` (either case): one lookup per byte of text
+/// Words whose presence means the text may drop prepared statements.
+const DROPS: [&[u8]; 2] = [b"discard", b"deallocate"];
+
+/// `table[b]`: some marker starts with byte `b` (either case): one lookup per byte of text
 /// rules out almost every position.
-const FIRST: [bool; 256] = {
+const fn first_bytes(markers: &[&[u8]]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
-    while i < MARKERS.len() {
-        let b = MARKERS[i][0];
+    while i < markers.len() {
+        let b = markers[i][0];
         t[b as usize] = true;
         t[b.to_ascii_uppercase() as usize] = true;
         i += 1;
     }
     t
-};
+}
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+const SETTINGS_FIRST: [bool; 256] = first_bytes(&MARKERS);
+const DROPS_FIRST: [bool; 256] = first_bytes(&DROPS);
+
+/// True if `hay` contains one of `markers` (ASCII case-insensitively); `first` is
+/// [`first_bytes`] of `markers`.
+fn mentions(hay: &[u8], first: &[bool; 256], markers: &[&[u8]]) -> bool {
+    hay.iter().enumerate().any(|(i, &b)| {
+        first[b as usize]
+            && markers.iter().any(|m| {
+                hay.get(i..i + m.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(m))
+            })
+    })
 }
 
 /// True unless `sql` is plainly unable to change session settings.
 pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
-    sql.iter().enumerate().any(|(i, &b)| {
-        FIRST[b as usize]
-            && MARKERS
-                .iter()
-                .any(|m| sql.len() - i >= m.len() && sql[i..i + m.len()].eq_ignore_ascii_case(m))
-    })
+    mentions(sql, &SETTINGS_FIRST, &MARKERS)
 }
 
 /// True if `sql` may drop prepared statements (`DISCARD`, `DEALLOCATE`).
 pub(crate) fn may_drop_statements(sql: &[u8]) -> bool {
-    contains_ignore_case(sql, b"discard") || contains_ignore_case(sql, b"deallocate")
+    mentions(sql, &DROPS_FIRST, &DROPS)
 }
 
 #[cfg(test)]
@@ -82,6 +88,9 @@ mod tests {
             assert!(may_change_settings(sql.as_bytes()), "{sql}");
         }
         assert!(may_drop_statements(b"deallocate all"));
+        assert!(may_drop_statements(b"SELECT 1; DISCARD ALL"));
+        assert!(may_drop_statements(b"DeAllocate"));
         assert!(!may_drop_statements(b"SELECT 1"));
+        assert!(!may_drop_statements(b"SELECT discar"));
     }
 }

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
+use atomic_waker::AtomicWaker;
 use dashmap::DashMap;
-use tokio::sync::Notify;
 
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -66,8 +67,8 @@ pub(crate) struct ClientInfo {
     state: AtomicU8,
     stop: AtomicU8,
     reason: Mutex<Option<ClientError>>,
-    /// Woken when a stop is requested.
-    pub(crate) wake: Notify,
+    /// The session task, woken when a stop is requested.
+    waker: AtomicWaker,
 }
 
 impl ClientInfo {
@@ -101,11 +102,26 @@ impl ClientInfo {
     }
 
     /// Resolves once a stop has been asked for.
-    pub(crate) async fn stop_requested(&self) {
-        while self.stop() == Stop::No {
-            // A request made before this registers leaves a permit: it is not missed.
-            self.wake.notified().await;
-        }
+    pub(crate) fn stop_requested(&self) -> impl Future<Output = ()> + '_ {
+        self.stop_beyond(Stop::No)
+    }
+
+    /// Resolves once the stop asked for goes beyond `seen`. Only the session's own task waits
+    /// on this (one waker); polling it costs two atomic loads and a waker comparison, so the
+    /// relay can keep it in every `select!`.
+    pub(crate) fn stop_beyond(&self, seen: Stop) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.stop() > seen {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A request between the check and the registration is not missed.
+            if self.stop() > seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// What the client is told when its session is ended.
@@ -126,7 +142,7 @@ impl ClientInfo {
             }
         }
         self.stop.fetch_max(at as u8, Ordering::AcqRel);
-        self.wake.notify_one();
+        self.waker.wake();
     }
 }
 
@@ -160,7 +176,7 @@ impl Clients {
             state: AtomicU8::new(ClientState::Idle as u8),
             stop: AtomicU8::new(Stop::No as u8),
             reason: Mutex::new(None),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         self.map.insert(id, info.clone());
         Registered {
