@@ -103,6 +103,15 @@ impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
         Some(w)
     }
 
+    /// The oldest waiter of `key`, if it has any.
+    pub(super) fn front<Q>(&self, key: &Q) -> Option<&W>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.queues.get(key)?.front()
+    }
+
     /// The oldest waiter of every key.
     pub(super) fn fronts(&self) -> impl Iterator<Item = &W> {
         self.queues.values().filter_map(|q| q.front())

@@ -384,3 +384,46 @@ async fn lifetimes_are_jittered() {
     );
     assert!(lifetimes.windows(2).any(|w| w[0] != w[1]), "{lifetimes:?}");
 }
+
+/// The affinity rule of `dispatch`: a released connection goes to a waiter of the tenant it
+/// is set up for instead of the tenant whose turn it is, at most `AFFINITY_PASSES` times in a
+/// row, never past `AFFINITY_MAX_WAIT` of the passed-over tenant's oldest waiter, and never
+/// to a tenant at its cap or without waiters.
+#[test]
+fn affinity_passes_over_the_next_tenant_only_briefly() {
+    use super::fair::FairQueue;
+    use super::{AFFINITY_MAX_WAIT, AFFINITY_PASSES, FastMap, Waiter, affinity};
+
+    let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+    let now = Instant::now();
+    let waiter = |id, since| Waiter {
+        id,
+        since,
+        tx: tokio::sync::oneshot::channel().0,
+    };
+    let mut queue = FairQueue::new();
+    queue.push(b.clone(), waiter(1, now));
+    queue.push(a.clone(), waiter(2, now));
+    let (held, mut caps) = (FastMap::default(), FastMap::default());
+
+    // b's turn, a's connection came back, a waits too: a gets it, up to the limit.
+    for passes in 0..AFFINITY_PASSES {
+        assert!(affinity(&queue, &held, &caps, &a, passes, now));
+    }
+    assert!(!affinity(&queue, &held, &caps, &a, AFFINITY_PASSES, now));
+    // Not once b's oldest waiter has waited long enough.
+    assert!(!affinity(
+        &queue,
+        &held,
+        &caps,
+        &a,
+        0,
+        now + AFFINITY_MAX_WAIT
+    ));
+    // Nothing to gain when it is the warm tenant's turn, or it has no waiter (c).
+    assert!(!affinity(&queue, &held, &caps, &b, 0, now));
+    assert!(!affinity(&queue, &held, &caps, &c, 0, now));
+    // A tenant at its cap is not served out of turn.
+    caps.insert(a.clone(), 0);
+    assert!(!affinity(&queue, &held, &caps, &a, 0, now));
+}
