@@ -128,6 +128,14 @@ async fn metrics_move_for_the_right_tenant_by_the_right_amounts() {
         prepared, 4.0,
         "the Describe of prepare and one Bind per execution: {after}"
     );
+    // Shared placement sets the tenant GUC once on its server connection, which then keeps
+    // it; database placement needs no setup.
+    assert_eq!(
+        delta("pgtenant_tenant_setups_total", &[("tenant", "gamma")]),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(delta("pgtenant_tenant_setups_total", &a), 0.0, "{after}");
     assert_eq!(
         delta(
             "pgtenant_errors_total",

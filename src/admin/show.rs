@@ -326,6 +326,7 @@ fn stats(shared: &Shared) -> Table {
         ("avg_xact_time", Int8),
         ("prepared_hits", Int8),
         ("prepared_misses", Int8),
+        ("tenant_setups", Int8),
     ]);
     let mut all = shared.metrics.all_stats();
     all.sort_by(|a, b| {
@@ -347,6 +348,7 @@ fn stats(shared: &Shared) -> Table {
             s(xact_us.checked_div(xacts).unwrap_or(0)),
             s(tot.prepared_hits),
             s(tot.prepared_misses),
+            s(tot.setups),
         ]);
     }
     t

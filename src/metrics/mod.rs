@@ -150,7 +150,7 @@ impl Metrics {
     }
 
     fn publish_stats(&self) {
-        let mut sums: HashMap<Vec<Label>, [u64; 6]> = HashMap::new();
+        let mut sums: HashMap<Vec<Label>, [u64; 7]> = HashMap::new();
         let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
         for e in self.stats.iter() {
             let k = e.key();
@@ -164,6 +164,7 @@ impl Metrics {
                 t.bytes_sent,
                 t.prepared_hits,
                 t.prepared_misses,
+                t.setups,
             ];
             for (total, v) in sum.iter_mut().zip(values) {
                 *total += v;
@@ -181,6 +182,7 @@ impl Metrics {
             BYTES_SENT,
             PREPARED_HITS,
             PREPARED_MISSES,
+            TENANT_SETUPS,
         ];
         for (labels, values) in sums {
             for (name, v) in names.iter().zip(values) {

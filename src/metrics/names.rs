@@ -15,6 +15,7 @@ pub(crate) const REJECTIONS: &str = "pgtenant_tenant_rejections_total";
 pub(crate) const PREPARED_HITS: &str = "pgtenant_prepared_cache_hits_total";
 pub(crate) const PREPARED_MISSES: &str = "pgtenant_prepared_cache_misses_total";
 pub(crate) const PREPARED_EVICTIONS: &str = "pgtenant_prepared_cache_evictions_total";
+pub(crate) const TENANT_SETUPS: &str = "pgtenant_tenant_setups_total";
 pub(crate) const SHARD_UP: &str = "pgtenant_shard_up";
 pub(crate) const RELOADS: &str = "pgtenant_config_reloads_total";
 
@@ -59,6 +60,10 @@ pub(super) const HELP: &[(&str, &str)] = &[
     (
         PREPARED_EVICTIONS,
         "Prepared statements closed on a server connection to stay under its limit.",
+    ),
+    (
+        TENANT_SETUPS,
+        "Tenant setup statements (search_path or the tenant GUC) sent because a server connection was set up for another tenant or reset.",
     ),
     (
         SHARD_UP,

@@ -28,13 +28,16 @@ pub(crate) struct Tally {
     pub(crate) prepared_hits: u64,
     pub(crate) prepared_misses: u64,
     pub(crate) prepared_evictions: u64,
+    /// Tenant setup statements (`SET search_path`, the tenant GUC) sent because the server
+    /// connection was not set up for this tenant.
+    pub(crate) setups: u64,
     /// Microseconds spent in transactions.
     pub(crate) xact_micros: u64,
     /// Microseconds spent waiting for a server connection.
     pub(crate) wait_micros: u64,
 }
 
-const FIELDS: usize = 9;
+const FIELDS: usize = 10;
 
 impl Tally {
     fn values(&self) -> [u64; FIELDS] {
@@ -46,6 +49,7 @@ impl Tally {
             self.prepared_hits,
             self.prepared_misses,
             self.prepared_evictions,
+            self.setups,
             self.xact_micros,
             self.wait_micros,
         ]
@@ -60,8 +64,9 @@ impl Tally {
             prepared_hits: v[4],
             prepared_misses: v[5],
             prepared_evictions: v[6],
-            xact_micros: v[7],
-            wait_micros: v[8],
+            setups: v[7],
+            xact_micros: v[8],
+            wait_micros: v[9],
         }
     }
 }

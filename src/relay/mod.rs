@@ -413,6 +413,7 @@ impl Relay {
             if conn.context.as_deref() != Some(&*sql) {
                 self.hidden_query(&sql);
                 conn.context = Some(sql);
+                self.tally.setups += 1;
             }
         }
         conn.state = SessionState::UsedBy(route.tenant.clone());
