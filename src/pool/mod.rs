@@ -792,7 +792,7 @@ const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(250);
 const AFFINITY_PASSES: u32 = 3;
 
 /// A tenant whose oldest waiter has waited this long is never passed over for affinity.
-const AFFINITY_MAX_WAIT: Duration = Duration::from_millis(2);
+const AFFINITY_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// How long the reaper sleeps between passes.
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(1);
