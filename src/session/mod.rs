@@ -118,9 +118,12 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
     let shared = ctx.shared.clone();
     let config = shared.config();
     let tls_required = config.tls.as_ref().is_some_and(|t| t.require);
+    // Each stage's future is boxed: the spawned future stays small (cheap to move into its
+    // task), and a stage's state is freed when the stage ends instead of sizing the whole
+    // session for the largest one.
     let negotiated = tokio::time::timeout(
         config.server.client_login_timeout,
-        startup::negotiate(tcp, shared.tls.as_ref(), tls_required),
+        Box::pin(startup::negotiate(tcp, shared.tls.as_ref(), tls_required)),
     )
     .await;
     let (mut stream, params, sni) = match negotiated {
@@ -151,13 +154,13 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
     if params.get("database") == Some(crate::admin::DATABASE) {
         let login = within(
             login_timeout,
-            login::login_admin(&ctx, &config, &mut stream, &params),
+            Box::pin(login::login_admin(&ctx, &config, &mut stream, &params)),
         )
         .await;
         match login {
             Ok(user) => {
                 tracing::info!(peer = %ctx.peer, %user, "admin console login");
-                crate::admin::run(&shared, stream, &user).await;
+                Box::pin(crate::admin::run(&shared, stream, &user)).await;
                 tracing::info!(peer = %ctx.peer, %user, "admin console logout");
             }
             Err(e) => {
@@ -169,7 +172,13 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
     }
     let login = within(
         login_timeout,
-        login::login(&ctx, &config, &mut stream, &params, sni.as_deref()),
+        Box::pin(login::login(
+            &ctx,
+            &config,
+            &mut stream,
+            &params,
+            sni.as_deref(),
+        )),
     )
     .await;
     let logged_in = match login {
@@ -218,7 +227,7 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
             ClientError::new(crate::error::ADMIN_SHUTDOWN, "pgtenant is shutting down"),
         );
     }
-    let (outcome, totals) = relay::run(&shared, stream, logged_in, &info).await;
+    let (outcome, totals) = Box::pin(relay::run(&shared, stream, logged_in, &info)).await;
     let key = info.pool();
     tracing::info!(
         peer = %ctx.peer,
