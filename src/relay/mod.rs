@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+mod deallocate;
 mod expect;
 pub(crate) mod params;
 mod prepared;
+pub(crate) mod stale;
 mod taint;
 
 use expect::{Expect, Expected};
 use prepared::{Prepared, Statements, cstr};
+use stale::StalePlans;
 
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
@@ -174,6 +177,8 @@ struct Relay {
     params: params::SessionParams,
     /// Which lane of the tenant's statistics this session adds to.
     lane: usize,
+    /// Statements whose plan went stale on some server connection.
+    stale_plans: Arc<StalePlans>,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -202,6 +207,7 @@ impl Relay {
         guard: Option<Guard>,
         stats: Arc<TenantStats>,
         params: params::SessionParams,
+        stale_plans: Arc<StalePlans>,
     ) -> Self {
         let track_context = route.setup_sql.is_some();
         Relay {
@@ -237,6 +243,7 @@ impl Relay {
             max_prepared: 0,
             params,
             lane: 0,
+            stale_plans,
         }
     }
 
@@ -402,6 +409,7 @@ impl Relay {
         if self.guard.is_none() {
             conn.dirty_session = true;
         }
+        self.sync_stale(conn);
         self.unnamed_here = false;
         if conn.params_key != self.params.key {
             let sql = self.params.sql.clone();
@@ -466,12 +474,76 @@ impl Relay {
     }
 
     /// After a client may have dropped statements the server may still hold `p` though
-    /// `conn.prepared` does not list it: Close it (no error if absent) before Parsing it.
-    fn close_if_unknown(&mut self, conn: &ServerConn, p: &Prepared) {
-        if conn.prepared_unknown {
+    /// `conn.prepared` does not list it, and when the server holds `p` with a stale plan:
+    /// Close it (no error if absent) before Parsing it.
+    fn close_if_unknown(&mut self, conn: &mut ServerConn, p: &Prepared) {
+        let stale = conn.prepared.is_stale(&p.server_name);
+        if conn.prepared_unknown || stale {
             prepared::close_statement(&mut self.sout, &p.server_name);
-            self.expected.push(Expect::HiddenClose);
+            // Skipped by a server discarding messages until Sync: then it stays stale.
+            if self.expected.push(Expect::HiddenClose) && stale {
+                conn.prepared.closed_stale(&p.server_name);
+            }
         }
+    }
+
+    /// Marks on `conn` the statements that went stale on other server connections since it
+    /// last looked (one atomic load when nothing did).
+    fn sync_stale(&self, conn: &mut ServerConn) {
+        let seen = conn.prepared.stale_epoch;
+        if self.stale_plans.epoch() != seen {
+            let prepared = &mut conn.prepared;
+            prepared.stale_epoch = self.stale_plans.since(seen, |n| prepared.mark_stale(n));
+        }
+    }
+
+    /// The server answered a Bind or Describe of `p` with "cached plan must not change result
+    /// type": the client gets that error, and `p` is parsed again before its next use here and
+    /// on every other server connection that holds it.
+    fn plan_went_stale(&self, conn: &mut ServerConn, p: &Prepared) {
+        tracing::info!(statement = %p.server_name, "prepared statement's plan went stale; it is parsed again on its next use");
+        conn.prepared.mark_stale(&p.server_name);
+        let (before, after) = self.stale_plans.mark(&p.server_name);
+        if conn.prepared.stale_epoch == before {
+            conn.prepared.stale_epoch = after;
+        }
+    }
+
+    /// Fake replies at the head of the queue go to the client (see `Expected::drain_fakes`).
+    fn drain_fakes(&mut self) {
+        if self.expected.drain_fakes(&mut self.cout, self.status) {
+            self.transaction_ended();
+        }
+    }
+
+    /// A simple Query that is exactly `DEALLOCATE [PREPARE] name` (`name` as
+    /// `deallocate::statement_name` found it) of one of the client's own statements: the name
+    /// leaves the client's map and pgtenant answers as PostgreSQL would. True if it did;
+    /// anything else goes to the server unchanged.
+    fn deallocate_own(&mut self, name: Option<String>) -> bool {
+        let Some(name) = name else {
+            return false;
+        };
+        if self.statements.get(name.as_bytes()).is_none() {
+            return false;
+        }
+        if self.expected.is_empty() && !self.unsynced {
+            // In a failed transaction PostgreSQL refuses it (25P02) and keeps the statement:
+            // the server gives that answer itself.
+            if self.status == b'E' {
+                return false;
+            }
+            self.statements.close(name.as_bytes());
+            deallocate::write_done(&mut self.cout, self.status);
+            if self.status == b'I' {
+                self.transaction_ended();
+            }
+        } else {
+            // Behind replies still owed: answered with the status they leave.
+            self.statements.close(name.as_bytes());
+            self.expected.push(Expect::FakeDeallocate);
+        }
+        true
     }
 
     /// Handles a whole Parse/Bind/Describe/Close: statement names are mapped to the
@@ -481,6 +553,7 @@ impl Relay {
         let tag = msg[0];
         let body = &msg[Header::SIZE..];
         let malformed = || format!("malformed '{}' message", tag as char);
+        self.sync_stale(conn);
         match tag {
             frontend::PARSE => {
                 let (name, after) = cstr(body).ok_or_else(malformed)?;
@@ -582,7 +655,7 @@ impl Relay {
                     }
                     _ => self.sout.extend_from_slice(msg),
                 }
-                self.expected.push(Expect::Bind);
+                self.expected.push(Expect::Bind { statement: named });
                 // Everything after this Bind runs after what it executes.
                 Self::apply(conn, effects);
                 if drops {
@@ -607,7 +680,7 @@ impl Relay {
                         Some(p) => {
                             self.ensure_prepared(conn, &p);
                             prepared::rewrite(&mut self.sout, tag, b"S", &p.server_name, rest);
-                            self.expected.push(Expect::Describe);
+                            self.expected.push(Expect::Describe { statement: Some(p) });
                         }
                         None => self.unknown_statement(tag, name),
                     }
@@ -615,7 +688,7 @@ impl Relay {
                     self.unknown_statement(tag, name);
                 } else {
                     self.sout.extend_from_slice(msg);
-                    self.expected.push(Expect::Describe);
+                    self.expected.push(Expect::Describe { statement: None });
                 }
             }
             _ => return Err(malformed()),
@@ -684,57 +757,73 @@ impl Relay {
             let mut forward = true;
             match h.tag {
                 frontend::QUERY => {
+                    // The relay reads the text whole unless it is too long to.
+                    let limit = if self.guard.is_some() {
+                        GUARD_QUERY_LIMIT
+                    } else {
+                        QUERY_SCAN_LIMIT
+                    };
+                    let whole = h.total() <= limit;
+                    if whole && self.cin.len() < h.total() {
+                        break;
+                    }
                     self.tally.queries += 1;
                     self.unnamed_here = false;
-                    match &self.guard {
-                        Some(_) if h.total() > GUARD_QUERY_LIMIT => {
-                            forward = false;
-                            self.refuse_statement(
-                                h.tag,
-                                &format!(
-                                    "it is {} bytes long; pgtenant checks statements of up to {} \
-                                     bytes (use the extended protocol with parameters, or COPY)",
-                                    h.len, GUARD_QUERY_LIMIT
-                                ),
-                            );
-                        }
-                        Some(g) => {
-                            if self.cin.len() < h.total() {
-                                break;
+                    let own_statement = if whole {
+                        let body = &self.cin[Header::SIZE..h.total()];
+                        let text = cstr(body).map_or(body, |(t, _)| t);
+                        deallocate::statement_name(text)
+                    } else {
+                        None
+                    };
+                    if self.deallocate_own(own_statement) {
+                        forward = false;
+                    } else {
+                        match &self.guard {
+                            Some(_) if !whole => {
+                                forward = false;
+                                self.refuse_statement(
+                                    h.tag,
+                                    &format!(
+                                        "it is {} bytes long; pgtenant checks statements of up to \
+                                         {} bytes (use the extended protocol with parameters, or \
+                                         COPY)",
+                                        h.len, GUARD_QUERY_LIMIT
+                                    ),
+                                );
                             }
-                            let body = &self.cin[Header::SIZE..h.total()];
-                            let text = cstr(body).map_or(body, |(t, _)| t);
-                            let admitted = g.admit(text, Source::SimpleQuery);
-                            match admitted {
-                                Ok(v) => {
-                                    if let Verdict::Allowed(a) = &*v {
-                                        Self::apply(conn, a.effects);
+                            Some(g) => {
+                                let body = &self.cin[Header::SIZE..h.total()];
+                                let text = cstr(body).map_or(body, |(t, _)| t);
+                                let admitted = g.admit(text, Source::SimpleQuery);
+                                match admitted {
+                                    Ok(v) => {
+                                        if let Verdict::Allowed(a) = &*v {
+                                            Self::apply(conn, a.effects);
+                                        }
+                                        self.expected.push(Expect::Query);
                                     }
-                                    self.expected.push(Expect::Query);
-                                }
-                                Err(rejection) => {
-                                    forward = false;
-                                    self.reject(h.tag, &rejection);
+                                    Err(rejection) => {
+                                        forward = false;
+                                        self.reject(h.tag, &rejection);
+                                    }
                                 }
                             }
-                        }
-                        None => {
-                            if h.total() <= QUERY_SCAN_LIMIT {
-                                if self.cin.len() < h.total() {
-                                    break;
-                                }
-                                let text = &self.cin[Header::SIZE..h.total()];
-                                if taint::may_drop_statements(text) {
+                            None => {
+                                if whole {
+                                    let text = &self.cin[Header::SIZE..h.total()];
+                                    if taint::may_drop_statements(text) {
+                                        prepared::forget_all(conn);
+                                    }
+                                    if self.track_context && taint::may_change_settings(text) {
+                                        conn.context = None;
+                                    }
+                                } else {
                                     prepared::forget_all(conn);
-                                }
-                                if self.track_context && taint::may_change_settings(text) {
                                     conn.context = None;
                                 }
-                            } else {
-                                prepared::forget_all(conn);
-                                conn.context = None;
+                                self.expected.push(Expect::Query);
                             }
-                            self.expected.push(Expect::Query);
                         }
                     }
                 }
@@ -781,7 +870,7 @@ impl Relay {
             self.c_rem = h.total() - n;
             self.c_drop = !forward;
         }
-        self.expected.drain_fakes(&mut self.cout);
+        self.drain_fakes();
         Ok(())
     }
 
@@ -800,7 +889,7 @@ impl Relay {
                 self.sin.advance(n);
                 self.s_rem -= n;
                 if self.s_rem == 0 {
-                    self.expected.drain_fakes(&mut self.cout);
+                    self.drain_fakes();
                 }
                 continue;
             }
@@ -816,6 +905,13 @@ impl Relay {
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
             if whole && self.sin.len() < h.total() {
                 return Ok(());
+            }
+            if h.tag == backend::ERROR_RESPONSE
+                && let Some(p) = self.expected.head_statement()
+                && stale::is_stale_plan_error(&self.sin[..h.total()])
+            {
+                let p = p.clone();
+                self.plan_went_stale(conn, &p);
             }
             match self.expected.on_server_message(h.tag, &mut self.dropped) {
                 expect::Route::SetupFailed => {
@@ -846,7 +942,7 @@ impl Relay {
             self.sin.advance(n);
             self.s_rem = h.total() - n;
             if self.s_rem == 0 {
-                self.expected.drain_fakes(&mut self.cout);
+                self.drain_fakes();
             }
         }
     }
@@ -1036,6 +1132,7 @@ pub(crate) async fn run(
         guard_for(shared, &login.route),
         stats_for(shared, &login.route),
         login.params.clone(),
+        shared.stale_plans.clone(),
     );
     let outcome = session(shared, stream, login, control, &mut relay).await;
     relay.flush_stats();

@@ -27,6 +27,15 @@ pub(crate) struct Prepared {
     pub(crate) verdict: Option<Arc<Verdict>>,
 }
 
+/// Two statements are the same if the server knows them by the same name (same content).
+impl PartialEq for Prepared {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name
+    }
+}
+
+impl Eq for Prepared {}
+
 /// The client's statement names.
 #[derive(Debug, Default)]
 pub(crate) struct Statements {
