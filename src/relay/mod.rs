@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 
 mod deallocate;
 mod expect;
+mod listen;
 pub(crate) mod params;
 mod prepared;
 pub(crate) mod stale;
@@ -26,9 +27,9 @@ use stale::StalePlans;
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{
-    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, IDLE_IN_TRANSACTION_TIMEOUT,
-    IDLE_SESSION_TIMEOUT, INSUFFICIENT_PRIVILEGE, INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION,
-    SYNTAX_ERROR,
+    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, FEATURE_NOT_SUPPORTED,
+    IDLE_IN_TRANSACTION_TIMEOUT, IDLE_SESSION_TIMEOUT, INSUFFICIENT_PRIVILEGE,
+    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION, SYNTAX_ERROR,
 };
 use crate::guard::{Effects, Guard, Rejection, Source, Verdict};
 use crate::metrics::stats::Tally;
@@ -177,6 +178,8 @@ struct Relay {
     params: params::SessionParams,
     /// Which lane of the tenant's statistics this session adds to.
     lane: usize,
+    /// The pool is in transaction mode (`LISTEN` is refused).
+    transaction_mode: bool,
     /// Statements whose plan went stale on some server connection.
     stale_plans: Arc<StalePlans>,
 }
@@ -243,6 +246,7 @@ impl Relay {
             max_prepared: 0,
             params,
             lane: 0,
+            transaction_mode: route.mode == PoolMode::Transaction,
             stale_plans,
         }
     }
@@ -255,6 +259,7 @@ impl Relay {
         self.setup = route.setup_sql.clone();
         self.signing = route.signing.clone();
         self.stats = stats;
+        self.transaction_mode = route.mode == PoolMode::Transaction;
     }
 
     /// The configuration values the relay reads per transaction, copied out of the snapshot
@@ -570,6 +575,13 @@ impl Relay {
                     }
                     None => None,
                 };
+                if self.guard.is_none()
+                    && self.transaction_mode
+                    && listen::is_listen(cstr(after).ok_or_else(malformed)?.0)
+                {
+                    self.refuse(tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
+                    return Ok(());
+                }
                 let taints =
                     self.guard.is_none() && self.track_context && taint::may_change_settings(after);
                 if taints {
@@ -769,15 +781,21 @@ impl Relay {
                     }
                     self.tally.queries += 1;
                     self.unnamed_here = false;
-                    let own_statement = if whole {
+                    let (own_statement, listen) = if whole {
                         let body = &self.cin[Header::SIZE..h.total()];
                         let text = cstr(body).map_or(body, |(t, _)| t);
-                        deallocate::statement_name(text)
+                        let listen = self.guard.is_none()
+                            && self.transaction_mode
+                            && listen::is_listen(text);
+                        (deallocate::statement_name(text), listen)
                     } else {
-                        None
+                        (None, false)
                     };
                     if self.deallocate_own(own_statement) {
                         forward = false;
+                    } else if listen {
+                        forward = false;
+                        self.refuse(h.tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
                     } else {
                         match &self.guard {
                             Some(_) if !whole => {
