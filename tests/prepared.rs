@@ -618,11 +618,11 @@ async fn sql_deallocate_with_tokio_postgres() {
     proxy.shutdown().await;
 }
 
-/// PostgreSQL refuses a prepared `SELECT *` once per session after the table's columns
-/// change (`0A000` "cached plan must not change result type"); a driver then prepares the same
-/// SQL again and it works. Through pgtenant the client sees that error once, and the
-/// statement prepared again works on every server connection, including one that holds the
-/// stale plan but never reported it.
+/// PostgreSQL refuses a prepared `SELECT *` after the table's columns change (`0A000` "cached
+/// plan must not change result type"); a driver then prepares the same SQL again and it works.
+/// Through pgtenant the client sees that error, and the statement prepared again works on
+/// every server connection, including one that holds the stale plan but never reported it;
+/// statements prepared before the change keep failing, as on PostgreSQL.
 async fn stale_plan_is_reported_once_then_parsed_again(pool_size: usize) {
     let db = unique(&format!("prep_stale_{pool_size}"));
     create_db(&db, "CREATE TABLE t (a int); INSERT INTO t VALUES (1);");
@@ -687,6 +687,21 @@ async fn stale_plan_is_reported_once_then_parsed_again(pool_size: usize) {
         for c in &clients[..overlapping] {
             c.batch_execute("COMMIT").await.expect("commit");
         }
+    }
+    // Statements prepared before the change still fail, as on PostgreSQL (the clients' result
+    // descriptions are out of date): the first client's again, the second client's although
+    // the server statement behind it was parsed again meanwhile.
+    for (i, (c, s)) in clients.iter().zip(&old).enumerate() {
+        let e = c
+            .query(s, &[])
+            .await
+            .expect_err("prepared before the change");
+        assert_eq!(sqlstate(&e), "0A000", "client {i}: {e:?}");
+        assert_eq!(
+            e.as_db_error().and_then(|d| d.routine()),
+            Some("RevalidateCachedQuery"),
+            "client {i}: drivers recognise it by its routine: {e:?}"
+        );
     }
     proxy.shutdown().await;
 }

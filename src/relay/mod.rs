@@ -7,6 +7,7 @@
 //! locks across `.await` here.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -283,6 +284,11 @@ impl Relay {
     fn refuse(&mut self, tag: u8, code: &'static str, message: &str) {
         let mut error = BytesMut::new();
         messages::error_response(&mut error, Severity::Error, code, message, None);
+        self.refuse_with(tag, error.freeze());
+    }
+
+    /// [`Relay::refuse`] with the client's error given whole (an ErrorResponse message).
+    fn refuse_with(&mut self, tag: u8, error: Bytes) {
         let simple = matches!(tag, frontend::QUERY | frontend::FUNCTION_CALL);
         if simple {
             messages::query(&mut self.sout, REFUSED_SQL);
@@ -293,10 +299,7 @@ impl Relay {
             let body = [REFUSED_SQL.as_bytes(), b"\0\0\0"].concat();
             prepared::parse_message(&mut self.sout, REFUSED_NAME, &body);
         }
-        self.expected.push(Expect::Refused {
-            error: error.freeze(),
-            simple,
-        });
+        self.expected.push(Expect::Refused { error, simple });
         match tag {
             frontend::QUERY => {
                 self.expected.push(Expect::Query);
@@ -507,11 +510,32 @@ impl Relay {
     /// on every other server connection that holds it.
     fn plan_went_stale(&self, conn: &mut ServerConn, p: &Prepared) {
         tracing::info!(statement = %p.server_name, "prepared statement's plan went stale; it is parsed again on its next use");
+        p.stale.store(true, Ordering::Relaxed);
         conn.prepared.mark_stale(&p.server_name);
         let (before, after) = self.stale_plans.mark(&p.server_name);
         if conn.prepared.stale_epoch == before {
             conn.prepared.stale_epoch = after;
         }
+    }
+
+    /// True if the client's statement `p` went stale after the client prepared it (here or,
+    /// as the log says, on another server connection): like on PostgreSQL, using it fails with
+    /// "cached plan must not change result type" until the client prepares it again, since the
+    /// result description the client holds is out of date.
+    fn went_stale(&self, p: &Prepared) -> bool {
+        if p.stale.load(Ordering::Relaxed) {
+            return true;
+        }
+        let checked = p.checked.load(Ordering::Relaxed);
+        let now = self.stale_plans.epoch();
+        if now != checked {
+            if self.stale_plans.logged_since(checked, &p.server_name) {
+                p.stale.store(true, Ordering::Relaxed);
+                return true;
+            }
+            p.checked.store(now, Ordering::Relaxed);
+        }
+        false
     }
 
     /// Fake replies at the head of the queue go to the client (see `Expected::drain_fakes`).
@@ -597,7 +621,10 @@ impl Relay {
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after, taints, drops, verdict);
+                    let epoch = self.stale_plans.epoch();
+                    let p = self
+                        .statements
+                        .parse(name, after, taints, drops, verdict, epoch);
                     if conn.prepared.touch(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
@@ -619,6 +646,10 @@ impl Relay {
                     None
                 } else {
                     match self.statements.get(stmt) {
+                        Some(p) if self.went_stale(p) => {
+                            self.refuse_with(tag, stale::error_response());
+                            return Ok(());
+                        }
                         Some(p) => Some(p.clone()),
                         None => {
                             self.unknown_statement(tag, stmt);
@@ -689,6 +720,9 @@ impl Relay {
                     }
                 } else if statement {
                     match self.statements.get(name).cloned() {
+                        Some(p) if self.went_stale(&p) => {
+                            self.refuse_with(tag, stale::error_response());
+                        }
                         Some(p) => {
                             self.ensure_prepared(conn, &p);
                             prepared::rewrite(&mut self.sout, tag, b"S", &p.server_name, rest);

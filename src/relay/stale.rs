@@ -7,11 +7,20 @@
 //! is preceded by a Close) and records it here, so every other server connection that holds
 //! `pgt_X` parses it again on its next use instead of failing once more.
 //!
-//! Reading this costs one atomic load per extended-protocol message: connections compare
-//! their position in the log (an epoch) with the log's, and read the log only when it moved.
+//! Statements clients prepared before the error keep failing, as on PostgreSQL, with the same
+//! error (pgtenant's own, with PostgreSQL's routine name, which pgjdbc looks for): their result
+//! descriptions are out of date, and a silently re-parsed statement would hand a driver rows of
+//! another shape than the one it cached (pgjdbc then reports the old column count). Statements
+//! prepared after it use the re-parsed server statement.
+//!
+//! Reading this costs one atomic load per extended-protocol message: connections and
+//! statements compare their position in the log (an epoch) with the log's, and read the log
+//! only when it moved.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::FEATURE_NOT_SUPPORTED;
 
@@ -53,6 +62,12 @@ impl StalePlans {
         (before, after)
     }
 
+    /// True if `name` was logged after epoch `since`.
+    pub(crate) fn logged_since(&self, since: u64, name: &str) -> bool {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().any(|(e, n)| *e > since && **n == *name)
+    }
+
     /// Calls `f` with every name logged after epoch `since`; returns the epoch now.
     pub(crate) fn since(&self, since: u64, mut f: impl FnMut(&str)) -> u64 {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,6 +76,30 @@ impl StalePlans {
         }
         self.epoch.load(Ordering::Acquire)
     }
+}
+
+/// PostgreSQL's ErrorResponse for a statement whose plan went stale, with the routine name
+/// drivers recognise it by (pgjdbc prepares the statement again and retries when it sees it).
+pub(crate) fn error_response() -> Bytes {
+    let mut body = BytesMut::new();
+    for (field, value) in [
+        (b'S', &b"ERROR"[..]),
+        (b'V', b"ERROR"),
+        (b'C', FEATURE_NOT_SUPPORTED.as_bytes()),
+        (b'M', STALE_MESSAGE),
+        (b'F', b"plancache.c"),
+        (b'R', STALE_ROUTINES[0]),
+    ] {
+        body.put_u8(field);
+        body.put_slice(value);
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut msg = BytesMut::with_capacity(5 + body.len());
+    msg.put_u8(b'E');
+    msg.put_u32(4 + body.len() as u32);
+    msg.put_slice(&body);
+    msg.freeze()
 }
 
 /// True if the ErrorResponse `msg` (whole message) is PostgreSQL's "cached plan must not
@@ -123,6 +162,10 @@ mod tests {
         assert!(!is_stale_plan_error(&other));
         let code = error(&[(b'C', "42P01"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan_error(&code));
+        assert!(
+            is_stale_plan_error(&error_response()),
+            "pgtenant's own says the same"
+        );
     }
 
     #[test]
@@ -131,6 +174,7 @@ mod tests {
         assert_eq!(log.epoch(), 0);
         assert_eq!(log.mark("pgt_a"), (0, 1));
         assert_eq!(log.mark("pgt_b"), (1, 2));
+        assert!(log.logged_since(0, "pgt_a") && !log.logged_since(1, "pgt_a"));
         let mut seen = Vec::new();
         assert_eq!(log.since(1, |n| seen.push(n.to_owned())), 2);
         assert_eq!(seen, ["pgt_b"]);
