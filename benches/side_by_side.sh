@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side throughput benchmark: PostgreSQL direct vs PgBouncer vs pgtenant
-# (database placement and shared placement), pgbench select-only, plus the memory
-# cost of idle client connections held by pgtenant.
+# (database placement and shared placement), pgbench select-only (or TPC-B-like), plus the
+# memory cost of idle client connections held by pgtenant.
 #
 # Everything runs on loopback in a throwaway directory that is removed on exit:
-# a PostgreSQL 15 cluster, PgBouncer (transaction mode) and pgtenant (transaction mode).
+# a PostgreSQL 15 cluster, PgBouncer (transaction mode; a second one in session mode for the
+# pgbouncer-session target) and pgtenant (transaction mode).
 #
 # Usage:   benches/side_by_side.sh
 # Tunables (environment variables, defaults in brackets):
@@ -13,8 +14,16 @@
 #   POOL [20]             server pool size of PgBouncer and pgtenant
 #   CLIENTS ["16 100"]    pgbench client counts (-c), each run with -j THREADS
 #   THREADS [2]           pgbench threads (-j)
-#   PROTOCOLS ["simple extended"]  pgbench query modes (-M)
+#   PROTOCOLS ["simple extended"]  pgbench query modes (-M); "prepared" needs targets that
+#                         keep named statements: not pgbouncer (1.18, transaction mode)
+#   SCRIPT [select]       select: pgbench -S (select-only); tpcb: pgbench's default TPC-B-like
+#                         script (writes: BEGIN, 3 UPDATEs, SELECT, INSERT, END), run on this
+#                         invocation's own fresh cluster, initialised with -i at SCALE
 #   TARGETS ["direct pgbouncer pgtenant-db pgtenant-shared pgtenant-shared-mix"]
+#                         pgbouncer-session (not in the default list): a second PgBouncer in
+#                         session mode (own port, same POOL), the PgBouncer that can run
+#                         -M prepared; every client holds a server connection, so CLIENTS must
+#                         not exceed POOL
 #                         pgtenant-shared-mix: MIX_TENANTS tenants in shared placement (guard
 #                         on) interleaving on one pool, one pgbench per tenant, tps summed
 #   MIX_TENANTS [4]
@@ -37,7 +46,7 @@ set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN STORM_CLIENTS; do
+for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN STORM_CLIENTS; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -47,6 +56,7 @@ POOL=${POOL:-20}
 CLIENTS=${CLIENTS:-"16 100"}
 THREADS=${THREADS:-2}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
+SCRIPT=${SCRIPT:-select}
 TARGETS=${TARGETS:-"direct pgbouncer pgtenant-db pgtenant-shared pgtenant-shared-mix"}
 MIX_TENANTS=${MIX_TENANTS:-4}
 STORM_CLIENTS=${STORM_CLIENTS:-8}
@@ -72,8 +82,16 @@ for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((REPEAT >= 1 && DURATION >= 1 && POOL >= 1)) || die "REPEAT, DURATION and POOL must be >= 1"
+case $SCRIPT in
+    select) SCRIPT_ARGS=(-S); SCRIPT_DESC="pgbench -S (select-only)" ;;
+    tpcb) SCRIPT_ARGS=(); SCRIPT_DESC="pgbench TPC-B-like (default script: BEGIN, 3 UPDATEs, SELECT, INSERT, END)" ;;
+    *) die "SCRIPT must be select or tpcb (got '$SCRIPT')" ;;
+esac
 for t in $TARGETS; do
-    case $t in direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split|pgtenant-db-storm|pgbouncer-storm) ;;
+    case $t in
+        pgbouncer-session)
+            for c in $CLIENTS; do ((c <= POOL)) || die "pgbouncer-session holds a server connection per client: CLIENTS ($c) must not exceed POOL ($POOL)"; done ;;
+        direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split|pgtenant-db-storm|pgbouncer-storm) ;;
         pgtenant-db-base) [[ -x ${BASE_BIN:-} ]] || die "pgtenant-db-base needs BASE_BIN=<a pgtenant binary>" ;;
         *) die "unknown target '$t'";; esac
 done
@@ -130,6 +148,7 @@ cleanup() {
     stop_pid "$PGTENANT_PID" 5
     stop_pid "$BASE_PID" 5
     if [[ -f $TMP/pgbouncer.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer.pid")" 5; fi
+    if [[ -f $TMP/pgbouncer-session.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer-session.pid")" 5; fi
     if ((PG_STARTED)); then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
     if ((rc != 0)) && [[ -d $TMP ]]; then
         local keep="$RESULTS_DIR/failed-$STAMP-logs"
@@ -146,10 +165,10 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/runs" "$RESULTS_DIR"
 [[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP"
 
-read -r PGPORT PGB_PORT PGT_PORT BASE_PORT < <(python3 - <<'EOF'
+read -r PGPORT PGB_PORT PGT_PORT BASE_PORT PGBS_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(5):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -183,7 +202,7 @@ psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PGPORT" -U postgres -d postgres >/d
 CREATE ROLE pgtenant LOGIN PASSWORD 'bench' NOSUPERUSER;
 CREATE DATABASE erp_bench OWNER pgtenant;
 EOF
-log "pgbench -i -s $SCALE into erp_bench"
+log "pgbench -i -s $SCALE into erp_bench ($SCRIPT_DESC)"
 PGPASSWORD=bench pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U pgtenant erp_bench >"$TMP/pgbench-init.log" 2>&1 \
     || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 psql -X -q -h "$TMP" -p "$PGPORT" -U postgres -d erp_bench -c "VACUUM ANALYZE" >/dev/null
@@ -216,6 +235,19 @@ as_pg sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"' "$PGBOUNCER" -d "$TMP/pg
 for _ in $(seq 50); do [[ -s $TMP/pgbouncer.pid ]] && break; sleep 0.1; done
 [[ -s $TMP/pgbouncer.pid ]] || die "PgBouncer wrote no pidfile"
 wait_port "$PGB_PORT" PgBouncer "$(cat "$TMP/pgbouncer.pid")"
+if [[ " $TARGETS " == *" pgbouncer-session "* ]]; then
+    # The same PgBouncer in session mode, on its own port.
+    sed -e "s/^listen_port = .*/listen_port = $PGBS_PORT/" -e "s/^pool_mode = .*/pool_mode = session/" \
+        -e "s|^logfile = .*|logfile = $TMP/pgbouncer-session.log|" -e "s|^pidfile = .*|pidfile = $TMP/pgbouncer-session.pid|" \
+        "$TMP/pgbouncer.ini" >"$TMP/pgbouncer-session.ini"
+    [[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP/pgbouncer-session.ini"
+    as_pg sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"' "$PGBOUNCER" -d "$TMP/pgbouncer-session.ini" >"$TMP/pgbouncer-session-start.log" 2>&1 \
+        || { cat "$TMP/pgbouncer-session-start.log" "$TMP/pgbouncer-session.log" >&2 2>/dev/null; die "PgBouncer (session mode) did not start"; }
+    for _ in $(seq 50); do [[ -s $TMP/pgbouncer-session.pid ]] && break; sleep 0.1; done
+    [[ -s $TMP/pgbouncer-session.pid ]] || die "PgBouncer (session mode) wrote no pidfile"
+    wait_port "$PGBS_PORT" "PgBouncer (session mode)" "$(cat "$TMP/pgbouncer-session.pid")"
+    log "PgBouncer in session mode on 127.0.0.1:$PGBS_PORT"
+fi
 
 # ---------------------------------------------------------------- pgtenant
 VERIFIER=$(printf bench | "$PGTENANT_BIN" hash-password 2>/dev/null | tail -1)
@@ -282,6 +314,7 @@ target_conn() { # target -> "port user dbname"
     case $1 in
         direct) echo "$PGPORT pgtenant erp_bench" ;;
         pgbouncer) echo "$PGB_PORT pgtenant erp_bench" ;;
+        pgbouncer-session) echo "$PGBS_PORT pgtenant erp_bench" ;;
         pgtenant-db) echo "$PGT_PORT pgtenant.bench bench" ;;
         pgtenant-shared) echo "$PGT_PORT pgtenant.benchs benchs" ;;
         pgtenant-shared-mix) echo "$PGT_PORT pgtenant.mix1 mix1" ;;
@@ -307,7 +340,7 @@ done
 log "all targets answer; shared placement sets app.current_tenant"
 
 # ---------------------------------------------------------------- throughput matrix
-echo "stamp,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed" >"$CSV"
+echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed" >"$CSV"
 declare -A TPS # key "proto clients target" -> space-separated tps list
 declare -A STORM_TPS # the same for the -C pgbench beside *-storm targets
 
@@ -347,7 +380,7 @@ run_mix() { # proto clients out split -> rc
         tenant=mix$i
         [[ -z $split ]] || tenant=bench
         PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
-            pgbench --no-vacuum -S -M "$proto" -c "$per" -j 1 -T "$DURATION" \
+            pgbench --no-vacuum "${SCRIPT_ARGS[@]}" -M "$proto" -c "$per" -j 1 -T "$DURATION" \
             -h 127.0.0.1 -p "$PGT_PORT" -U "pgtenant.$tenant" "$tenant" >"$out.$i" 2>&1 &
         pids+=($!)
     done
@@ -379,7 +412,7 @@ run_one() { # proto clients target rep
             storm_pid=$!
         fi
         PGPASSWORD=bench timeout -k 5 $((DURATION + 30)) \
-            pgbench --no-vacuum -S -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
+            pgbench --no-vacuum "${SCRIPT_ARGS[@]}" -M "$proto" -c "$c" -j "$THREADS" -T "$DURATION" \
             -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$out" 2>&1 || rc=$?
         if [[ -n $storm_pid ]]; then
             wait "$storm_pid" || fail_run "$out.storm" "the connection storm against $t failed" "$t"
@@ -397,7 +430,7 @@ run_one() { # proto clients target rep
     [[ ${failed:-0} == 0 ]] || fail_run "$out" "$failed failed transactions against $t: $proto c=$c rep=$rep" "$t"
     grep -qi 'aborted' "$out" && fail_run "$out" "pgbench reports aborted clients against $t: $proto c=$c rep=$rep" "$t"
     [[ -n ${n%%/*} && ${n%%/*} -gt 0 ]] || fail_run "$out" "no transactions processed against $t" "$t"
-    echo "$STAMP,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0}" >>"$CSV"
+    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0}" >>"$CSV"
     TPS["$proto $c $t"]+="$tps "
     log "$(printf '%-8s c=%-3s rep %d/%d  %-16s %10.0f tps  (%s ms avg)' "$proto" "$c" "$rep" "$REPEAT" "$t" "$tps" "$lat")"
 }
@@ -491,16 +524,18 @@ median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR == 0
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 
 {
-    echo "### pgbench -S (select-only) TPS, median of $REPEAT x ${DURATION}s runs"
+    echo "### $SCRIPT_DESC TPS, median of $REPEAT x ${DURATION}s runs"
     echo
     echo "Command: \`$CMDLINE\`  "
-    echo "Each run: \`pgbench --no-vacuum -S -M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode with $POOL server connections; targets interleaved within each repetition.  "
+    echo "Each run: \`pgbench --no-vacuum ${SCRIPT_ARGS[*]:+${SCRIPT_ARGS[*]} }-M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode (pgbouncer-session: PgBouncer in session mode) with $POOL server connections; targets interleaved within each repetition.  "
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC."
     echo
     header="| protocol | clients |"; sep="|---|---:|"
     for t in $TARGETS; do header+=" $t |"; sep+="---:|"; done
     has() { [[ " $TARGETS " == *" $1 "* ]]; }
     if has pgbouncer && has pgtenant-db; then header+=" db / pgbouncer |"; sep+="---:|"; fi
+    if has pgbouncer-session && has pgtenant-db; then header+=" db / pgbouncer-session |"; sep+="---:|"; fi
+    if has pgbouncer-session && has pgtenant-shared; then header+=" shared / pgbouncer-session |"; sep+="---:|"; fi
     if has pgbouncer && has pgtenant-shared; then header+=" shared / pgbouncer |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared; then header+=" shared / db |"; sep+="---:|"; fi
     if has pgtenant-db && has pgtenant-shared-mix; then header+=" shared-mix / db |"; sep+="---:|"; fi
@@ -515,6 +550,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             row="| $proto | $c |"
             for t in $TARGETS; do M[$t]=$(median <<<"${TPS["$proto $c $t"]:-}"); row+=" ${M[$t]} |"; done
             if has pgbouncer && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer]}") |"; fi
+            if has pgbouncer-session && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer-session]}") |"; fi
+            if has pgbouncer-session && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer-session]}") |"; fi
             if has pgbouncer && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer]}") |"; fi
             if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
             if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
@@ -526,6 +563,21 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             unset M
         done
     done
+    if [[ " $PROTOCOLS " == *" prepared "* && " $PROTOCOLS " == *" extended "* ]]; then
+        echo
+        echo "\`-M prepared\` / \`-M extended\`, same target and clients:"
+        for c in $CLIENTS; do
+            line="- c=$c:"
+            for t in $TARGETS; do
+                line+=" $t $(ratio "$(median <<<"${TPS["prepared $c $t"]:-}")" "$(median <<<"${TPS["extended $c $t"]:-}")"),"
+            done
+            echo "${line%,}"
+        done
+    fi
+    if has pgbouncer-session; then
+        echo
+        echo "pgbouncer-session: PgBouncer in session mode (each client keeps one server connection; the PgBouncer that can run \`-M prepared\`)."
+    fi
     echo
     echo "pgtenant-db: tenant in its own database (no per-transaction SQL); pgtenant-shared: shared placement, every statement checked by the guard, and pgtenant sends \`SET app.current_tenant = '<tenant>'\` with a transaction's first message whenever the server connection does not already carry it."
     if has pgtenant-shared-mix; then

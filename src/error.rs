@@ -35,9 +35,14 @@ pub(crate) const IDLE_SESSION_TIMEOUT: &str = "57P05";
 /// `25P03` idle_in_transaction_session_timeout: a client idle inside a transaction longer
 /// than `idle_transaction_timeout`.
 pub(crate) const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+/// `25P02` in_failed_sql_transaction: a `DEALLOCATE` pgtenant answers itself, sent inside
+/// a failed transaction (PostgreSQL's answer there).
+pub(crate) const IN_FAILED_TRANSACTION: &str = "25P02";
 /// `F0000` config_file_error: `RELOAD` found an invalid configuration (the old one stays).
 pub(crate) const CONFIG_FILE_ERROR: &str = "F0000";
-/// `0A000` feature_not_supported: the admin console got an extended-protocol message.
+/// `0A000` feature_not_supported: the admin console got an extended-protocol message;
+/// `LISTEN` in a transaction-mode pool. Also how pgtenant recognises PostgreSQL's "cached plan
+/// must not change result type".
 pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// `55000` object_not_in_prerequisite_state: `RESUME` of something not paused or suspended.
 pub(crate) const OBJECT_NOT_IN_STATE: &str = "55000";

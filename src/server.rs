@@ -22,6 +22,7 @@ use crate::error::{ADMIN_SHUTDOWN, ClientError};
 use crate::guard::{Policy, VerdictCache};
 use crate::metrics::{self, GaugeSample, Metrics, StatsKey};
 use crate::pool::Pools;
+use crate::relay::stale::StalePlans;
 use crate::session::registry::{ClientState, Clients, Stop};
 use crate::session::{self, SessionCtx};
 use crate::tenant::directory;
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     /// `PAUSE` and `SUSPEND TENANT` from the console.
     pub(crate) holds: Holds,
     pub(crate) metrics: Metrics,
+    /// Prepared statements whose plan went stale on a server connection (all pools).
+    pub(crate) stale_plans: Arc<StalePlans>,
     /// Becomes true when the proxy stops accepting.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Set by the console's `SHUTDOWN`; [`Proxy::shutdown_requested`] waits for it.
@@ -371,6 +374,7 @@ impl Proxy {
             tenant_clients: Arc::new(DashMap::new()),
             clients: Arc::new(Clients::default()),
             holds: Holds::default(),
+            stale_plans: Arc::new(StalePlans::default()),
             shutdown: rx,
             shutdown_request: watch::Sender::new(false),
         });

@@ -179,6 +179,19 @@ async fn psycopg3_prepared_and_pipelined() {
     drive("psycopg", cmd).await;
 }
 
+/// psycopg's pure-Python implementation over the system's libpq (15 on Debian 12): without
+/// libpq 17's protocol Close it evicts statements from its cache (`prepared_max`) with SQL
+/// `DEALLOCATE name`, which pgtenant answers for the client's own statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_system_libpq_deallocates_with_sql() {
+    let python = python();
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/drivers/psycopg_check.py"))
+        .env("PSYCOPG_IMPL", "python")
+        .env("PGT_SQL_DEALLOCATE", "1");
+    drive("psycopg", cmd).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_statement_cache_and_executemany() {
     let python = python();

@@ -367,3 +367,118 @@ async fn alpha_names(proxy: &pgtenant::server::Proxy) -> Vec<String> {
         })
         .collect()
 }
+
+/// The SQLSTATE and message of a failed statement.
+fn code_and_message(e: &tokio_postgres::Error) -> (String, String) {
+    (
+        sqlstate(e),
+        e.as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// `LISTEN` in a transaction-mode pool fails with 0A000 and says why, in database and schema
+/// placement, simple or extended protocol, in any spelling, inside a transaction block too;
+/// `UNLISTEN` (asyncpg's reset query sends `UNLISTEN *`) and statements that merely mention
+/// the word still work. Shared placement keeps the guard's 42501.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_is_refused_in_transaction_mode() {
+    let db = unique("listen_db");
+    create_db(&db, "");
+    let schemas = unique("listen_schemas");
+    create_db(&schemas, "CREATE SCHEMA beta;");
+    let shared = unique("listen_shared");
+    create_shared_db(&shared, &[]);
+    let proxy = start_proxy(&config_text(&format!(
+        "{}{}{}",
+        tenant_toml("acme", "database", &db, "pool_size = 1"),
+        tenant_toml("beta", "schema", &schemas, "pool_size = 1"),
+        tenant_toml("gamma", "shared", &shared, "pool_size = 1"),
+    )))
+    .await;
+    for tenant in ["acme", "beta"] {
+        let mut c = connect(&proxy, &format!("app.{tenant}"), tenant).await;
+        for sql in [
+            "LISTEN events",
+            "/* hi */ listen \"Events\";",
+            "SELECT 1; LISTEN x",
+        ] {
+            let e = c.batch_execute(sql).await.expect_err(sql);
+            let (code, message) = code_and_message(&e);
+            assert_eq!(code, "0A000", "{tenant}: {sql}: {e:?}");
+            assert!(
+                message.contains("LISTEN is not supported in transaction pooling mode")
+                    && message.contains("pool_mode = \"session\""),
+                "{tenant}: {message}"
+            );
+        }
+        let e = c
+            .execute("LISTEN events", &[])
+            .await
+            .expect_err("extended protocol");
+        assert_eq!(sqlstate(&e), "0A000", "{tenant}: extended: {e:?}");
+        c.batch_execute("UNLISTEN *").await.expect("UNLISTEN");
+        c.batch_execute("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;")
+            .await
+            .expect("asyncpg's reset query");
+        c.simple_query("SELECT 1 AS listen")
+            .await
+            .expect("a column named listen");
+        // Inside a transaction block: the error fails the transaction, as PostgreSQL's would.
+        let tx = c.transaction().await.expect("begin");
+        let e = tx.batch_execute("LISTEN events").await.expect_err("in tx");
+        assert_eq!(sqlstate(&e), "0A000", "{tenant}: {e:?}");
+        let e = tx.batch_execute("SELECT 1").await.expect_err("failed tx");
+        assert_eq!(sqlstate(&e), "25P02", "{tenant}: {e:?}");
+        tx.rollback().await.expect("rollback");
+        c.batch_execute("SELECT 1").await.expect("after rollback");
+    }
+    let c = connect(&proxy, "app.gamma", "gamma").await;
+    let e = c.batch_execute("LISTEN events").await.expect_err("shared");
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    proxy.shutdown().await;
+}
+
+/// In a session-mode pool `LISTEN` works: a NOTIFY sent through pgtenant by another client
+/// reaches the listening client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_works_in_session_mode() {
+    use futures_util::StreamExt;
+    let db = unique("listen_session");
+    create_db(&db, "");
+    let proxy = start_proxy(&config_text(&tenant_toml(
+        "acme",
+        "database",
+        &db,
+        "pool_size = 2\npool_mode = \"session\"",
+    )))
+    .await;
+    let (listener, mut connection) = client_config(&proxy, "app.acme", "acme")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN events")
+        .await
+        .expect("LISTEN");
+    let notifier = connect(&proxy, "app.acme", "acme").await;
+    notifier
+        .batch_execute("NOTIFY events, 'hello'")
+        .await
+        .expect("NOTIFY");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("notified within 5 s");
+    assert_eq!(got, Some(("events".to_owned(), "hello".to_owned())));
+    proxy.shutdown().await;
+}

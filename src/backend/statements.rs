@@ -1,5 +1,6 @@
 //! The statements pgtenant prepared on one server connection, with their last use, so the
-//! least recently used can be closed when the connection holds `max_prepared_statements`.
+//! least recently used can be closed when the connection holds `max_prepared_statements`; and
+//! those the server still holds with a stale plan (closed before they are parsed again).
 
 use std::collections::HashMap;
 
@@ -7,6 +8,11 @@ use std::collections::HashMap;
 pub(crate) struct ServerStatements {
     last_use: HashMap<Box<str>, u64>,
     clock: u64,
+    /// Held by the server with a plan that went stale (`relay::stale`): not usable, and to be
+    /// closed before they are parsed again. Almost always empty.
+    stale: Vec<Box<str>>,
+    /// How far this connection has read the log of stale statements (`relay::stale`).
+    pub(crate) stale_epoch: u64,
 }
 
 impl ServerStatements {
@@ -31,8 +37,28 @@ impl ServerStatements {
         self.last_use.remove(name);
     }
 
+    /// The server holds no statement of pgtenant's any more (`DISCARD ALL`, `DEALLOCATE ALL`).
     pub(crate) fn clear(&mut self) {
         self.last_use.clear();
+        self.stale.clear();
+    }
+
+    /// The server's `name` has a stale plan: it is no longer listed as usable, and must be
+    /// closed before it is parsed again. Nothing happens if pgtenant has not prepared it here.
+    pub(crate) fn mark_stale(&mut self, name: &str) {
+        if self.last_use.remove(name).is_some() {
+            self.stale.push(name.into());
+        }
+    }
+
+    /// True if the server holds `name` with a stale plan.
+    pub(crate) fn is_stale(&self, name: &str) -> bool {
+        !self.stale.is_empty() && self.stale.iter().any(|n| &**n == name)
+    }
+
+    /// A Close of the stale `name` is on its way to the server.
+    pub(crate) fn closed_stale(&mut self, name: &str) {
+        self.stale.retain(|n| &**n != name);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -68,5 +94,22 @@ mod tests {
         assert_eq!(s.len(), 2);
         s.clear();
         assert_eq!(s.least_recent("x"), None);
+    }
+
+    #[test]
+    fn stale_statements_are_not_usable_until_closed() {
+        let mut s = ServerStatements::default();
+        s.insert("a".into());
+        s.mark_stale("a");
+        s.mark_stale("never-prepared-here");
+        assert!(!s.touch("a"));
+        assert!(s.is_stale("a"));
+        assert!(!s.is_stale("never-prepared-here"));
+        s.closed_stale("a");
+        assert!(!s.is_stale("a"));
+        s.insert("a".into());
+        s.mark_stale("a");
+        s.clear();
+        assert!(!s.is_stale("a"), "nothing is held after a reset");
     }
 }

@@ -10,6 +10,10 @@
 //! Bind, Execute and Sync before they know the statement is a COPY): those owe nothing.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::prepared::Prepared;
+use crate::error::IN_FAILED_TRANSACTION;
 
 /// A request whose answer is still to come.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +22,14 @@ pub(crate) enum Expect {
     Parse {
         prepared: Option<Box<str>>,
     },
-    Bind,
-    Describe,
+    /// Client Bind; `statement` is the client's named statement it binds, if any.
+    Bind {
+        statement: Option<Arc<Prepared>>,
+    },
+    /// Client Describe; `statement` is the client's named statement it describes, if any.
+    Describe {
+        statement: Option<Arc<Prepared>>,
+    },
     Execute,
     /// Client Close of a portal, forwarded.
     Close,
@@ -41,6 +51,10 @@ pub(crate) enum Expect {
     FakeParseComplete,
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
     FakeCloseComplete,
+    /// A client's SQL `DEALLOCATE` of its own statement, sent while replies were still owed:
+    /// pgtenant answers it (`relay::deallocate`) once they have arrived, with the transaction
+    /// status they leave (in a failed transaction: `25P02`, as PostgreSQL).
+    FakeDeallocate,
     /// A message the guard refused, replaced by one the server is sure to reject: the
     /// server's ErrorResponse is swapped for pgtenant's own (`error`, a whole message), so
     /// that the server's transaction state matches what the client is told.
@@ -88,6 +102,10 @@ pub(crate) struct Expected {
 pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 pub(crate) const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 
+/// PostgreSQL's words for a statement other than `COMMIT`/`ROLLBACK` in a failed transaction.
+const ABORTED_MESSAGE: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
 impl Expected {
     /// Queues what the server owes for a request. False if the server will discard the request
     /// unanswered (it is skipping to the next Sync after an error): then nothing is owed, and a
@@ -117,17 +135,44 @@ impl Expected {
         self.queue.is_empty()
     }
 
-    /// Pops fake entries at the head (all before them is answered) and writes their replies.
-    pub(crate) fn drain_fakes(&mut self, out: &mut bytes::BytesMut) {
+    /// Pops fake entries at the head (all before them is answered) and writes their replies;
+    /// `status` is the transaction status the last ReadyForQuery reported. True if a reply
+    /// written ends a transaction (a ReadyForQuery `I`).
+    pub(crate) fn drain_fakes(&mut self, out: &mut bytes::BytesMut, status: u8) -> bool {
+        let mut ended = false;
         while let Some(head) = self.queue.front() {
             match head {
                 Expect::FakeParseComplete => out.extend_from_slice(PARSE_COMPLETE),
                 Expect::FakeCloseComplete => out.extend_from_slice(CLOSE_COMPLETE),
+                Expect::FakeDeallocate if status == b'E' => {
+                    crate::protocol::messages::error_response(
+                        out,
+                        crate::protocol::messages::Severity::Error,
+                        IN_FAILED_TRANSACTION,
+                        ABORTED_MESSAGE,
+                        None,
+                    );
+                    super::deallocate::write_ready(out, status);
+                }
+                Expect::FakeDeallocate => {
+                    super::deallocate::write_done(out, status);
+                    ended |= status == b'I';
+                }
                 // The end of a COPY the server never reported starting: nothing to wait for.
                 Expect::CopyEnd => {}
-                _ => return,
+                _ => return ended,
             }
             self.queue.pop_front();
+        }
+        ended
+    }
+
+    /// The client's statement a Bind or Describe at the head of the queue names: what an
+    /// ErrorResponse arriving now is about.
+    pub(crate) fn head_statement(&self) -> Option<&Arc<Prepared>> {
+        match self.queue.iter().find(|e| **e != Expect::CopyEnd)? {
+            Expect::Bind { statement } | Expect::Describe { statement } => statement.as_ref(),
+            _ => None,
         }
     }
 
@@ -167,9 +212,9 @@ impl Expected {
         );
         let done = match (tag, head) {
             (b'1', Expect::Parse { .. } | Expect::HiddenParse { .. }) => true,
-            (b'2', Expect::Bind) => true,
+            (b'2', Expect::Bind { .. }) => true,
             (b'3', Expect::Close | Expect::HiddenClose) => true,
-            (b'T' | b'n', Expect::Describe) => true,
+            (b'T' | b'n', Expect::Describe { .. }) => true,
             (b'C' | b'I' | b's', Expect::Execute) => true,
             (b'Z', h) if h.ends_with_ready() => true,
             (b'E', h) if h.ends_with_ready() => {
@@ -246,15 +291,17 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
 
+    const BIND: Expect = Expect::Bind { statement: None };
+
     #[test]
     fn fake_parse_complete_lands_before_bind_complete() {
         let mut q = Expected::default();
         q.push(Expect::FakeParseComplete);
-        q.push(Expect::Bind);
+        q.push(BIND);
         q.push(Expect::Execute);
         q.push(Expect::Sync);
         let mut out = BytesMut::new();
-        q.drain_fakes(&mut out);
+        q.drain_fakes(&mut out, b'I');
         assert_eq!(&out[..], PARSE_COMPLETE);
         let mut dropped = Vec::new();
         assert_eq!(q.on_server_message(b'2', &mut dropped), Route::Forward);
@@ -265,13 +312,45 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    /// A DEALLOCATE answered by pgtenant behind a Query still running: its reply comes after
+    /// the Query's, with the status that Query left; in a failed transaction, 25P02.
+    #[test]
+    fn deallocate_is_answered_in_place_with_the_status_then() {
+        let mut dropped = Vec::new();
+        for (status, want) in [
+            (b'T', &b"C\0\0\0\x0fDEALLOCATE\0Z\0\0\0\x05T"[..]),
+            (b'E', &b"25P02"[..]),
+        ] {
+            let mut q = Expected::default();
+            q.push(Expect::Query);
+            q.push(Expect::FakeDeallocate);
+            let mut out = BytesMut::new();
+            assert!(!q.drain_fakes(&mut out, b'I'));
+            assert!(out.is_empty(), "nothing before the Query's answer");
+            assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+            assert!(!q.drain_fakes(&mut out, status));
+            assert!(q.is_empty());
+            assert!(
+                out.windows(want.len()).any(|w| w == want),
+                "{status}: {out:?}"
+            );
+            assert!(out.ends_with(&[b'Z', 0, 0, 0, 5, status]));
+        }
+        let mut q = Expected::default();
+        q.push(Expect::FakeDeallocate);
+        assert!(
+            q.drain_fakes(&mut BytesMut::new(), b'I'),
+            "ends a transaction"
+        );
+    }
+
     #[test]
     fn hidden_parse_reply_is_hidden_and_error_skips_to_sync() {
         let mut q = Expected::default();
         q.push(Expect::HiddenParse {
             prepared: "pgt_a".into(),
         });
-        q.push(Expect::Bind);
+        q.push(BIND);
         q.push(Expect::Parse {
             prepared: Some("pgt_b".into()),
         });
@@ -292,7 +371,7 @@ mod tests {
     #[test]
     fn error_before_the_sync_is_queued_skips_later_requests() {
         let mut q = Expected::default();
-        assert!(q.push(Expect::Bind));
+        assert!(q.push(BIND));
         assert!(q.push(Expect::Execute));
         let mut dropped = Vec::new();
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
@@ -300,14 +379,14 @@ mod tests {
         assert!(!q.push(Expect::Parse {
             prepared: Some("pgt_c".into())
         }));
-        assert!(!q.push(Expect::Bind));
+        assert!(!q.push(BIND));
         assert!(!q.push(Expect::FakeParseComplete));
         assert!(!q.push(Expect::Execute));
         assert!(q.push(Expect::Sync));
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());
         // After the Sync, requests are answered again.
-        assert!(q.push(Expect::Bind));
+        assert!(q.push(BIND));
         assert_eq!(q.len(), 1);
     }
 
@@ -319,7 +398,7 @@ mod tests {
         // The whole exchange queued before the server answers.
         let mut q = Expected::default();
         for e in [
-            Expect::Bind,
+            BIND,
             Expect::Execute,
             Expect::Sync,
             Expect::CopyEnd,
@@ -334,7 +413,7 @@ mod tests {
         assert!(q.is_empty(), "{q:?}");
         // The copy still open when CopyInResponse arrives.
         let mut q = Expected::default();
-        for e in [Expect::Bind, Expect::Execute, Expect::Sync] {
+        for e in [BIND, Expect::Execute, Expect::Sync] {
             assert!(q.push(e));
         }
         assert_eq!(q.on_server_message(b'2', &mut dropped), Route::Forward);

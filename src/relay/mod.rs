@@ -7,25 +7,30 @@
 //! locks across `.await` here.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+mod deallocate;
 mod expect;
+mod listen;
 pub(crate) mod params;
 mod prepared;
+pub(crate) mod stale;
 mod taint;
 
 use expect::{Expect, Expected};
 use prepared::{Prepared, Statements, cstr};
+use stale::StalePlans;
 
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
 use crate::error::{
-    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, IDLE_IN_TRANSACTION_TIMEOUT,
-    IDLE_SESSION_TIMEOUT, INSUFFICIENT_PRIVILEGE, INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION,
-    SYNTAX_ERROR,
+    ADMIN_SHUTDOWN, CONNECTION_FAILURE, ClientError, ClientFacing, FEATURE_NOT_SUPPORTED,
+    IDLE_IN_TRANSACTION_TIMEOUT, IDLE_SESSION_TIMEOUT, INSUFFICIENT_PRIVILEGE,
+    INVALID_STATEMENT_NAME, PROTOCOL_VIOLATION, SYNTAX_ERROR,
 };
 use crate::guard::{Effects, Guard, Rejection, Source, Verdict};
 use crate::metrics::stats::Tally;
@@ -174,6 +179,10 @@ struct Relay {
     params: params::SessionParams,
     /// Which lane of the tenant's statistics this session adds to.
     lane: usize,
+    /// The pool is in transaction mode (`LISTEN` is refused).
+    transaction_mode: bool,
+    /// Statements whose plan went stale on some server connection.
+    stale_plans: Arc<StalePlans>,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -202,6 +211,7 @@ impl Relay {
         guard: Option<Guard>,
         stats: Arc<TenantStats>,
         params: params::SessionParams,
+        stale_plans: Arc<StalePlans>,
     ) -> Self {
         let track_context = route.setup_sql.is_some();
         Relay {
@@ -237,6 +247,8 @@ impl Relay {
             max_prepared: 0,
             params,
             lane: 0,
+            transaction_mode: route.mode == PoolMode::Transaction,
+            stale_plans,
         }
     }
 
@@ -248,6 +260,7 @@ impl Relay {
         self.setup = route.setup_sql.clone();
         self.signing = route.signing.clone();
         self.stats = stats;
+        self.transaction_mode = route.mode == PoolMode::Transaction;
     }
 
     /// The configuration values the relay reads per transaction, copied out of the snapshot
@@ -271,6 +284,11 @@ impl Relay {
     fn refuse(&mut self, tag: u8, code: &'static str, message: &str) {
         let mut error = BytesMut::new();
         messages::error_response(&mut error, Severity::Error, code, message, None);
+        self.refuse_with(tag, error.freeze());
+    }
+
+    /// [`Relay::refuse`] with the client's error given whole (an ErrorResponse message).
+    fn refuse_with(&mut self, tag: u8, error: Bytes) {
         let simple = matches!(tag, frontend::QUERY | frontend::FUNCTION_CALL);
         if simple {
             messages::query(&mut self.sout, REFUSED_SQL);
@@ -281,10 +299,7 @@ impl Relay {
             let body = [REFUSED_SQL.as_bytes(), b"\0\0\0"].concat();
             prepared::parse_message(&mut self.sout, REFUSED_NAME, &body);
         }
-        self.expected.push(Expect::Refused {
-            error: error.freeze(),
-            simple,
-        });
+        self.expected.push(Expect::Refused { error, simple });
         match tag {
             frontend::QUERY => {
                 self.expected.push(Expect::Query);
@@ -402,6 +417,7 @@ impl Relay {
         if self.guard.is_none() {
             conn.dirty_session = true;
         }
+        self.sync_stale(conn);
         self.unnamed_here = false;
         if conn.params_key != self.params.key {
             let sql = self.params.sql.clone();
@@ -467,12 +483,97 @@ impl Relay {
     }
 
     /// After a client may have dropped statements the server may still hold `p` though
-    /// `conn.prepared` does not list it: Close it (no error if absent) before Parsing it.
-    fn close_if_unknown(&mut self, conn: &ServerConn, p: &Prepared) {
-        if conn.prepared_unknown {
+    /// `conn.prepared` does not list it, and when the server holds `p` with a stale plan:
+    /// Close it (no error if absent) before Parsing it.
+    fn close_if_unknown(&mut self, conn: &mut ServerConn, p: &Prepared) {
+        let stale = conn.prepared.is_stale(&p.server_name);
+        if conn.prepared_unknown || stale {
             prepared::close_statement(&mut self.sout, &p.server_name);
-            self.expected.push(Expect::HiddenClose);
+            // Skipped by a server discarding messages until Sync: then it stays stale.
+            if self.expected.push(Expect::HiddenClose) && stale {
+                conn.prepared.closed_stale(&p.server_name);
+            }
         }
+    }
+
+    /// Marks on `conn` the statements that went stale on other server connections since it
+    /// last looked (one atomic load when nothing did).
+    fn sync_stale(&self, conn: &mut ServerConn) {
+        let seen = conn.prepared.stale_epoch;
+        if self.stale_plans.epoch() != seen {
+            let prepared = &mut conn.prepared;
+            prepared.stale_epoch = self.stale_plans.since(seen, |n| prepared.mark_stale(n));
+        }
+    }
+
+    /// The server answered a Bind or Describe of `p` with "cached plan must not change result
+    /// type": the client gets that error, and `p` is parsed again before its next use here and
+    /// on every other server connection that holds it.
+    fn plan_went_stale(&self, conn: &mut ServerConn, p: &Prepared) {
+        tracing::info!(statement = %p.server_name, "prepared statement's plan went stale; it is parsed again on its next use");
+        p.stale.store(true, Ordering::Relaxed);
+        conn.prepared.mark_stale(&p.server_name);
+        let (before, after) = self.stale_plans.mark(&p.server_name);
+        if conn.prepared.stale_epoch == before {
+            conn.prepared.stale_epoch = after;
+        }
+    }
+
+    /// True if the client's statement `p` went stale after the client prepared it (here or,
+    /// as the log says, on another server connection): like on PostgreSQL, using it fails with
+    /// "cached plan must not change result type" until the client prepares it again, since the
+    /// result description the client holds is out of date.
+    fn went_stale(&self, p: &Prepared) -> bool {
+        if p.stale.load(Ordering::Relaxed) {
+            return true;
+        }
+        let checked = p.checked.load(Ordering::Relaxed);
+        let now = self.stale_plans.epoch();
+        if now != checked {
+            if self.stale_plans.logged_since(checked, &p.server_name) {
+                p.stale.store(true, Ordering::Relaxed);
+                return true;
+            }
+            p.checked.store(now, Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// Fake replies at the head of the queue go to the client (see `Expected::drain_fakes`).
+    fn drain_fakes(&mut self) {
+        if self.expected.drain_fakes(&mut self.cout, self.status) {
+            self.transaction_ended();
+        }
+    }
+
+    /// A simple Query that is exactly `DEALLOCATE [PREPARE] name` (`name` as
+    /// `deallocate::statement_name` found it) of one of the client's own statements: the name
+    /// leaves the client's map and pgtenant answers as PostgreSQL would. True if it did;
+    /// anything else goes to the server unchanged.
+    fn deallocate_own(&mut self, name: Option<String>) -> bool {
+        let Some(name) = name else {
+            return false;
+        };
+        if self.statements.get(name.as_bytes()).is_none() {
+            return false;
+        }
+        if self.expected.is_empty() && !self.unsynced {
+            // In a failed transaction PostgreSQL refuses it (25P02) and keeps the statement:
+            // the server gives that answer itself.
+            if self.status == b'E' {
+                return false;
+            }
+            self.statements.close(name.as_bytes());
+            deallocate::write_done(&mut self.cout, self.status);
+            if self.status == b'I' {
+                self.transaction_ended();
+            }
+        } else {
+            // Behind replies still owed: answered with the status they leave.
+            self.statements.close(name.as_bytes());
+            self.expected.push(Expect::FakeDeallocate);
+        }
+        true
     }
 
     /// Handles a whole Parse/Bind/Describe/Close: statement names are mapped to the
@@ -482,6 +583,7 @@ impl Relay {
         let tag = msg[0];
         let body = &msg[Header::SIZE..];
         let malformed = || format!("malformed '{}' message", tag as char);
+        self.sync_stale(conn);
         match tag {
             frontend::PARSE => {
                 let (name, after) = cstr(body).ok_or_else(malformed)?;
@@ -498,6 +600,13 @@ impl Relay {
                     }
                     None => None,
                 };
+                if self.guard.is_none()
+                    && self.transaction_mode
+                    && listen::is_listen(cstr(after).ok_or_else(malformed)?.0)
+                {
+                    self.refuse(tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
+                    return Ok(());
+                }
                 let taints =
                     self.guard.is_none() && self.track_context && taint::may_change_settings(after);
                 if taints {
@@ -513,7 +622,10 @@ impl Relay {
                     self.sout.extend_from_slice(msg);
                     self.expected.push(Expect::Parse { prepared: None });
                 } else {
-                    let p = self.statements.parse(name, after, taints, drops, verdict);
+                    let epoch = self.stale_plans.epoch();
+                    let p = self
+                        .statements
+                        .parse(name, after, taints, drops, verdict, epoch);
                     if conn.prepared.touch(&p.server_name) {
                         self.expected.push(Expect::FakeParseComplete);
                     } else {
@@ -535,6 +647,10 @@ impl Relay {
                     None
                 } else {
                     match self.statements.get(stmt) {
+                        Some(p) if self.went_stale(p) => {
+                            self.refuse_with(tag, stale::error_response());
+                            return Ok(());
+                        }
                         Some(p) => Some(p.clone()),
                         None => {
                             self.unknown_statement(tag, stmt);
@@ -583,7 +699,7 @@ impl Relay {
                     }
                     _ => self.sout.extend_from_slice(msg),
                 }
-                self.expected.push(Expect::Bind);
+                self.expected.push(Expect::Bind { statement: named });
                 // Everything after this Bind runs after what it executes.
                 Self::apply(conn, effects);
                 if drops {
@@ -605,10 +721,13 @@ impl Relay {
                     }
                 } else if statement {
                     match self.statements.get(name).cloned() {
+                        Some(p) if self.went_stale(&p) => {
+                            self.refuse_with(tag, stale::error_response());
+                        }
                         Some(p) => {
                             self.ensure_prepared(conn, &p);
                             prepared::rewrite(&mut self.sout, tag, b"S", &p.server_name, rest);
-                            self.expected.push(Expect::Describe);
+                            self.expected.push(Expect::Describe { statement: Some(p) });
                         }
                         None => self.unknown_statement(tag, name),
                     }
@@ -616,7 +735,7 @@ impl Relay {
                     self.unknown_statement(tag, name);
                 } else {
                     self.sout.extend_from_slice(msg);
-                    self.expected.push(Expect::Describe);
+                    self.expected.push(Expect::Describe { statement: None });
                 }
             }
             _ => return Err(malformed()),
@@ -685,57 +804,79 @@ impl Relay {
             let mut forward = true;
             match h.tag {
                 frontend::QUERY => {
+                    // The relay reads the text whole unless it is too long to.
+                    let limit = if self.guard.is_some() {
+                        GUARD_QUERY_LIMIT
+                    } else {
+                        QUERY_SCAN_LIMIT
+                    };
+                    let whole = h.total() <= limit;
+                    if whole && self.cin.len() < h.total() {
+                        break;
+                    }
                     self.tally.queries += 1;
                     self.unnamed_here = false;
-                    match &self.guard {
-                        Some(_) if h.total() > GUARD_QUERY_LIMIT => {
-                            forward = false;
-                            self.refuse_statement(
-                                h.tag,
-                                &format!(
-                                    "it is {} bytes long; pgtenant checks statements of up to {} \
-                                     bytes (use the extended protocol with parameters, or COPY)",
-                                    h.len, GUARD_QUERY_LIMIT
-                                ),
-                            );
-                        }
-                        Some(g) => {
-                            if self.cin.len() < h.total() {
-                                break;
+                    let (own_statement, listen) = if whole {
+                        let body = &self.cin[Header::SIZE..h.total()];
+                        let text = cstr(body).map_or(body, |(t, _)| t);
+                        let listen = self.guard.is_none()
+                            && self.transaction_mode
+                            && listen::is_listen(text);
+                        (deallocate::statement_name(text), listen)
+                    } else {
+                        (None, false)
+                    };
+                    if self.deallocate_own(own_statement) {
+                        forward = false;
+                    } else if listen {
+                        forward = false;
+                        self.refuse(h.tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
+                    } else {
+                        match &self.guard {
+                            Some(_) if !whole => {
+                                forward = false;
+                                self.refuse_statement(
+                                    h.tag,
+                                    &format!(
+                                        "it is {} bytes long; pgtenant checks statements of up to \
+                                         {} bytes (use the extended protocol with parameters, or \
+                                         COPY)",
+                                        h.len, GUARD_QUERY_LIMIT
+                                    ),
+                                );
                             }
-                            let body = &self.cin[Header::SIZE..h.total()];
-                            let text = cstr(body).map_or(body, |(t, _)| t);
-                            let admitted = g.admit(text, Source::SimpleQuery);
-                            match admitted {
-                                Ok(v) => {
-                                    if let Verdict::Allowed(a) = &*v {
-                                        Self::apply(conn, a.effects);
+                            Some(g) => {
+                                let body = &self.cin[Header::SIZE..h.total()];
+                                let text = cstr(body).map_or(body, |(t, _)| t);
+                                let admitted = g.admit(text, Source::SimpleQuery);
+                                match admitted {
+                                    Ok(v) => {
+                                        if let Verdict::Allowed(a) = &*v {
+                                            Self::apply(conn, a.effects);
+                                        }
+                                        self.expected.push(Expect::Query);
                                     }
-                                    self.expected.push(Expect::Query);
-                                }
-                                Err(rejection) => {
-                                    forward = false;
-                                    self.reject(h.tag, &rejection);
+                                    Err(rejection) => {
+                                        forward = false;
+                                        self.reject(h.tag, &rejection);
+                                    }
                                 }
                             }
-                        }
-                        None => {
-                            if h.total() <= QUERY_SCAN_LIMIT {
-                                if self.cin.len() < h.total() {
-                                    break;
-                                }
-                                let text = &self.cin[Header::SIZE..h.total()];
-                                if taint::may_drop_statements(text) {
+                            None => {
+                                if whole {
+                                    let text = &self.cin[Header::SIZE..h.total()];
+                                    if taint::may_drop_statements(text) {
+                                        prepared::forget_all(conn);
+                                    }
+                                    if self.track_context && taint::may_change_settings(text) {
+                                        conn.context = None;
+                                    }
+                                } else {
                                     prepared::forget_all(conn);
-                                }
-                                if self.track_context && taint::may_change_settings(text) {
                                     conn.context = None;
                                 }
-                            } else {
-                                prepared::forget_all(conn);
-                                conn.context = None;
+                                self.expected.push(Expect::Query);
                             }
-                            self.expected.push(Expect::Query);
                         }
                     }
                 }
@@ -782,7 +923,7 @@ impl Relay {
             self.c_rem = h.total() - n;
             self.c_drop = !forward;
         }
-        self.expected.drain_fakes(&mut self.cout);
+        self.drain_fakes();
         Ok(())
     }
 
@@ -801,7 +942,7 @@ impl Relay {
                 self.sin.advance(n);
                 self.s_rem -= n;
                 if self.s_rem == 0 {
-                    self.expected.drain_fakes(&mut self.cout);
+                    self.drain_fakes();
                 }
                 continue;
             }
@@ -817,6 +958,13 @@ impl Relay {
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
             if whole && self.sin.len() < h.total() {
                 return Ok(());
+            }
+            if h.tag == backend::ERROR_RESPONSE
+                && let Some(p) = self.expected.head_statement()
+                && stale::is_stale_plan_error(&self.sin[..h.total()])
+            {
+                let p = p.clone();
+                self.plan_went_stale(conn, &p);
             }
             match self.expected.on_server_message(h.tag, &mut self.dropped) {
                 expect::Route::SetupFailed => {
@@ -847,7 +995,7 @@ impl Relay {
             self.sin.advance(n);
             self.s_rem = h.total() - n;
             if self.s_rem == 0 {
-                self.expected.drain_fakes(&mut self.cout);
+                self.drain_fakes();
             }
         }
     }
@@ -1034,6 +1182,7 @@ pub(crate) async fn run(
         guard_for(shared, &login.route),
         stats_for(shared, &login.route),
         login.params.clone(),
+        shared.stale_plans.clone(),
     );
     let outcome = session(shared, stream, login, control, &mut relay).await;
     relay.flush_stats();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -25,7 +26,21 @@ pub(crate) struct Prepared {
     pub(crate) drops: bool,
     /// The shared-placement guard's verdict (always `Allowed`: refused Parses register nothing).
     pub(crate) verdict: Option<Arc<Verdict>>,
+    /// The stale-plan log's epoch (`relay::stale`) up to which this statement is known fresh.
+    pub(crate) checked: AtomicU64,
+    /// Its plan went stale after the client prepared it (the client's result description is
+    /// out of date): like on PostgreSQL, it fails until the client prepares it again.
+    pub(crate) stale: AtomicBool,
 }
+
+/// Two statements are the same if the server knows them by the same name (same content).
+impl PartialEq for Prepared {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name
+    }
+}
+
+impl Eq for Prepared {}
 
 /// The client's statement names.
 #[derive(Debug, Default)]
@@ -40,7 +55,8 @@ pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 impl Statements {
-    /// Registers a named Parse (`body` is the message body) and returns the server statement.
+    /// Registers a named Parse (`body` is the message body) and returns the server statement;
+    /// `epoch` is the stale-plan log's epoch now.
     pub(crate) fn parse(
         &mut self,
         name: &[u8],
@@ -48,6 +64,7 @@ impl Statements {
         taints: bool,
         drops: bool,
         verdict: Option<Arc<Verdict>>,
+        epoch: u64,
     ) -> Arc<Prepared> {
         let digest = Sha256::digest(after_name);
         let server_name = format!("pgt_{}", hex::encode(&digest[..12]));
@@ -59,6 +76,8 @@ impl Statements {
             taints,
             drops,
             verdict,
+            checked: AtomicU64::new(epoch),
+            stale: AtomicBool::new(false),
         });
         self.map.insert(name.into(), p.clone());
         p
@@ -118,9 +137,9 @@ mod tests {
     fn same_sql_same_server_name() {
         let mut a = Statements::default();
         let mut b = Statements::default();
-        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, false, None);
-        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, false, None);
-        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, false, None);
+        let p1 = a.parse(b"s1", b"SELECT 1\0\0\0", false, false, None, 0);
+        let p2 = b.parse(b"other", b"SELECT 1\0\0\0", false, false, None, 0);
+        let p3 = b.parse(b"s1", b"SELECT 2\0\0\0", false, false, None, 0);
         assert_eq!(p1.server_name, p2.server_name);
         assert_ne!(p1.server_name, p3.server_name);
         assert!(p1.server_name.starts_with("pgt_"));

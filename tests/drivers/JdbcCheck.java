@@ -12,7 +12,10 @@
 // recovery), an error inside a transaction, large objects (Fastpath FunctionCall messages),
 // DEALLOCATE ALL / DISCARD ALL, a tiny statement cache (pgjdbc Closes evicted statements), an
 // empty query and a notice. Every row read must be the tenant's own; at the end each tenant's
-// table must hold exactly the seeds and what its clients committed.
+// table must hold exactly the seeds and what its clients committed. Then, outside shared
+// placement (where DDL is refused), a table's columns change under a prepared `SELECT *` held
+// on both server connections: pgjdbc's own retry of "cached plan must not change result type"
+// must work for every client.
 // Prints `ok pgjdbc <checks>`, exits 1 otherwise.
 
 import java.sql.BatchUpdateException;
@@ -241,6 +244,58 @@ public class JdbcCheck {
         return mine;
     }
 
+    // A prepared SELECT * on every server connection of the tenant's pool, then ALTER TABLE:
+    // PostgreSQL refuses the old plan (0A000) and pgjdbc, in autocommit, prepares the statement
+    // again and retries once by itself. Through pgtenant that retry must work whichever server
+    // connection it lands on.
+    static void stalePlan(String tenant) throws Exception {
+        List<Connection> cs = new ArrayList<>();
+        List<PreparedStatement> ps = new ArrayList<>();
+        try {
+            for (int i = 0; i < 4; i++) {
+                cs.add(connect(tenant, 256));
+            }
+            try (Statement st = cs.get(0).createStatement()) {
+                st.execute("CREATE TABLE stale (a int); INSERT INTO stale VALUES (1)");
+            }
+            // The last two clients in autocommit; then two overlapping transactions, so that
+            // both server connections prepare the statement.
+            cs.get(0).setAutoCommit(false);
+            cs.get(1).setAutoCommit(false);
+            for (int i : new int[] {2, 3, 0, 1}) {
+                PreparedStatement p = cs.get(i).prepareStatement("SELECT * FROM stale");
+                for (int k = 0; k < 2; k++) {
+                    try (ResultSet rs = p.executeQuery()) {
+                        check(rs.next() && rs.getMetaData().getColumnCount() == 1, tenant + ": stale table before");
+                    }
+                }
+                ps.add(p);
+            }
+            cs.get(0).commit();
+            cs.get(1).commit();
+            cs.get(0).setAutoCommit(true);
+            cs.get(1).setAutoCommit(true);
+            try (Statement st = cs.get(0).createStatement()) {
+                st.execute("ALTER TABLE stale ADD COLUMN b int DEFAULT 2");
+            }
+            for (int round = 0; round < 2; round++) {
+                for (PreparedStatement p : ps) {
+                    try (ResultSet rs = p.executeQuery()) {
+                        boolean row = rs.next();
+                        int columns = rs.getMetaData().getColumnCount();
+                        check(row && columns == 2 && rs.getInt(2) == 2,
+                            tenant + ": stale table after ALTER TABLE, round " + round + ": row " + row
+                                + ", " + columns + " columns");
+                    }
+                }
+            }
+        } finally {
+            for (Connection c : cs) {
+                c.close();
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         List<String> tenants = new ArrayList<>();
         for (String t : System.getenv("PGT_TENANTS").split(",")) {
@@ -272,6 +327,15 @@ public class JdbcCheck {
             if (th.isAlive()) {
                 failures.add("a client did not finish within 100 s");
                 break;
+            }
+        }
+        for (String t : tenants) {
+            if (failures.isEmpty() && !SHARED.contains(t)) {
+                try {
+                    stalePlan(t);
+                } catch (SQLException e) {
+                    failures.add(t + ": stale plan: " + e.getSQLState() + " " + e.getMessage());
+                }
             }
         }
         if (failures.isEmpty()) {

@@ -12,6 +12,10 @@ notice, DEALLOCATE ALL / DISCARD ALL, and statement-cache eviction (prepared_max
 read must be the tenant's own; at the end each tenant's clients must have run on more than one
 server connection, and each tenant's table must hold exactly the seeds and what its clients
 committed. Prints `ok psycopg <checks>` on success, exits 1 otherwise.
+
+With PGT_SQL_DEALLOCATE=1 (and PSYCOPG_IMPL=python over a libpq older than 17) psycopg evicts
+statements from its cache with SQL `DEALLOCATE name` instead of a protocol Close; the script
+checks that this is so before it runs.
 """
 
 import faulthandler
@@ -204,6 +208,18 @@ def client(tenant, i, written, step):
 def main():
     # A hang shows where every thread is waiting, before the harness's own time limit.
     faulthandler.dump_traceback_later(100, exit=True)
+    if os.environ.get("PGT_SQL_DEALLOCATE") == "1":
+        from psycopg import _connection_base
+
+        libpq = psycopg.pq.version()
+        if psycopg.pq.__impl__ != "python" or libpq >= 170000 or _connection_base._HAS_SEND_CLOSE:
+            print(
+                f"FAIL psycopg would not deallocate with SQL: implementation "
+                f"{psycopg.pq.__impl__}, libpq {libpq}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        print(f"psycopg {psycopg.pq.__impl__} implementation, libpq {libpq}: SQL DEALLOCATE")
     failures = []
     written = {t: [] for t in TENANTS}
 
