@@ -258,6 +258,8 @@ listen = "127.0.0.1:$PGT_PORT"
 max_client_conn = 5000
 shutdown_timeout = 1
 workers = ${PGTENANT_WORKERS:-0}
+# Its own metrics port: a pgtenant already running on the default 9930 must not stop the run.
+metrics_addr = "127.0.0.1:0"
 
 [pool]
 mode = "transaction"
