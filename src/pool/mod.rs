@@ -369,9 +369,13 @@ impl Pool {
                     tenant,
                     id,
                     rx,
+                    received: false,
                 };
                 match tokio::time::timeout_at(deadline.into(), &mut wait.rx).await {
-                    Ok(Ok(slot)) => slot,
+                    Ok(Ok(slot)) => {
+                        wait.received = true;
+                        slot
+                    }
                     _ => return Err(self.wait_timeout(&settings)),
                 }
             }
@@ -729,10 +733,15 @@ struct Wait<'a> {
     tenant: &'a Arc<str>,
     id: u64,
     rx: oneshot::Receiver<Slot>,
+    /// The slot arrived: nothing to undo (and no lock to take).
+    received: bool,
 }
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
+        if self.received {
+            return;
+        }
         let mut st = self.pool.lock();
         if st
             .queue
