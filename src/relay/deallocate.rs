@@ -19,7 +19,7 @@ use pg_query::protobuf::Token;
 /// `sql` is the Query body: the text, possibly followed by its terminating NUL.
 pub(crate) fn statement_name(sql: &[u8]) -> Option<String> {
     let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
-    if !contains_deallocate(sql) {
+    if !super::taint::mentions_word(sql, b"deallocate") {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
@@ -35,15 +35,6 @@ pub(crate) fn statement_name(sql: &[u8]) -> Option<String> {
         NodeEnum::DeallocateStmt(d) if !d.isall && !d.name.is_empty() => Some(d.name.clone()),
         _ => None,
     }
-}
-
-/// Case-insensitive search for `deallocate` (the cheap test every Query pays).
-fn contains_deallocate(sql: &[u8]) -> bool {
-    const WORD: &[u8] = b"deallocate";
-    sql.len() >= WORD.len()
-        && sql
-            .windows(WORD.len())
-            .any(|w| (w[0] | 0x20) == b'd' && w.eq_ignore_ascii_case(WORD))
 }
 
 /// The lexer's tokens, comments aside, are `DEALLOCATE`, optionally `PREPARE`, one name

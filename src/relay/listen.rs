@@ -18,7 +18,7 @@ pub(crate) const REFUSAL: &str = "LISTEN is not supported in transaction pooling
 /// True if a statement in `sql` (a Query or Parse text, its NUL optional) is a `LISTEN`.
 pub(crate) fn is_listen(sql: &[u8]) -> bool {
     let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
-    if !contains_listen(sql) {
+    if !super::taint::mentions_word(sql, b"listen") {
         return false;
     }
     // Not UTF-8: the server will refuse the text anyway.
@@ -39,15 +39,6 @@ pub(crate) fn is_listen(sql: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// Case-insensitive search for `listen`: one comparison per byte rules out most positions.
-fn contains_listen(sql: &[u8]) -> bool {
-    const WORD: &[u8] = b"listen";
-    sql.len() >= WORD.len()
-        && sql
-            .windows(WORD.len())
-            .any(|w| (w[0] | 0x20) == b'l' && w.eq_ignore_ascii_case(WORD))
 }
 
 #[cfg(test)]

@@ -49,6 +49,16 @@ fn mentions(hay: &[u8], first: &[bool; 256], markers: &[&[u8]]) -> bool {
     })
 }
 
+/// True if `sql` contains `word` (lowercase ASCII), ignoring ASCII case: the cheap test a
+/// statement text passes before anything looks at it more closely.
+pub(crate) fn mentions_word(sql: &[u8], word: &[u8]) -> bool {
+    let first = word[0];
+    sql.len() >= word.len()
+        && sql
+            .windows(word.len())
+            .any(|w| (w[0] | 0x20) == first && w.eq_ignore_ascii_case(word))
+}
+
 /// True unless `sql` is plainly unable to change session settings.
 pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
     mentions(sql, &SETTINGS_FIRST, &MARKERS)
@@ -92,5 +102,8 @@ mod tests {
         assert!(may_drop_statements(b"DeAllocate"));
         assert!(!may_drop_statements(b"SELECT 1"));
         assert!(!may_drop_statements(b"SELECT discar"));
+        assert!(mentions_word(b"/* x */ DeAlLoCaTe s1", b"deallocate"));
+        assert!(mentions_word(b"LISTEN", b"listen"));
+        assert!(!mentions_word(b"listn", b"listen"));
     }
 }
