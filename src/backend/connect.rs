@@ -261,9 +261,6 @@ async fn authenticate(up: &mut Upstream<'_>) -> Result<(), BackendError> {
                         method: String::from_utf8_lossy(&body).replace('\0', " "),
                     });
                 }
-                if up.shard.password.is_none() && up.creds.passthrough(up.role).is_none() {
-                    return Err(up.no_password());
-                }
                 let (started, first) = scram::Started::new();
                 frontend::sasl_initial_response(
                     crate::auth::scram::MECHANISM,
