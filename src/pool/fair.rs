@@ -117,6 +117,33 @@ impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
         self.queues.values().filter_map(|q| q.front())
     }
 
+    /// Every waiter, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &W> {
+        self.queues.values().flatten()
+    }
+
+    /// Removes and returns every waiter `gone` matches; the others keep their places.
+    pub(super) fn remove_all(&mut self, mut gone: impl FnMut(&W) -> bool) -> Vec<W> {
+        let mut out = Vec::new();
+        for q in self.queues.values_mut() {
+            let mut i = 0;
+            while i < q.len() {
+                if gone(&q[i]) {
+                    out.extend(q.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.len -= out.len();
+            self.queues.retain(|_, q| !q.is_empty());
+            let queues = &self.queues;
+            self.order.retain(|k| queues.contains_key(k));
+        }
+        out
+    }
+
     /// Empties the queue.
     pub(super) fn drain(&mut self) -> Vec<W> {
         self.order.clear();
@@ -183,6 +210,24 @@ mod tests {
         assert_eq!(q.pop(|k| *k != "capped"), None);
         assert_eq!(q.next_key(), Some(&"capped"));
         assert_eq!(q.pop(|_| true), Some(("capped", 1)));
+    }
+
+    #[test]
+    fn remove_all_keeps_the_others_in_order() {
+        let mut q = FairQueue::new();
+        for (k, w) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)] {
+            q.push(k, w);
+        }
+        let mut gone = q.remove_all(|w| w % 2 == 0);
+        gone.sort();
+        assert_eq!(gone, [2, 4]);
+        assert_eq!(q.len(), 3);
+        let mut all: Vec<u32> = q.iter().copied().collect();
+        all.sort();
+        assert_eq!(all, [1, 3, 5]);
+        // "c" has no waiters left and is out of the order; "a" and "b" keep their turns.
+        assert_eq!(served(&mut q), [("a", 1), ("b", 5), ("a", 3)]);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod tests;
 pub(crate) use checkout::Checkout;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -37,7 +37,7 @@ use crate::routing::{PoolKey, Route};
 use fair::FairQueue;
 use pooled::Pooled;
 use shard::{AcquireError, Handoff, ShardState};
-use stats::{PoolStats, Registry, ServerState};
+use stats::{PoolStats, Registry};
 
 #[derive(Debug, Error)]
 pub(crate) enum PoolError {
@@ -218,6 +218,8 @@ struct State {
     queue: FairQueue<Arc<str>, Waiter>,
     /// Times in a row the tenant whose turn it was got passed over for affinity.
     passes: u32,
+    /// A [`Pool::watch`] task is running.
+    watching: bool,
     last_used: Instant,
     next_id: u64,
 }
@@ -225,6 +227,9 @@ struct State {
 struct Waiter {
     id: u64,
     since: Instant,
+    /// When it gives up (`query_wait_timeout` after `since`): [`Pool::watch`] drops its
+    /// sender then.
+    deadline: Instant,
     tx: oneshot::Sender<Slot>,
 }
 
@@ -324,6 +329,7 @@ impl Pool {
                 caps: FastMap::default(),
                 queue: FairQueue::new(),
                 passes: 0,
+                watching: false,
                 last_used: Instant::now(),
                 next_id: 0,
             }),
@@ -357,7 +363,17 @@ impl Pool {
                 (id, Ok(self.grant(&mut st, tenant, id, since, &settings)))
             } else {
                 let (tx, rx) = oneshot::channel();
-                st.queue.push(tenant.clone(), Waiter { id, since, tx });
+                let waiter = Waiter {
+                    id,
+                    since,
+                    deadline,
+                    tx,
+                };
+                st.queue.push(tenant.clone(), waiter);
+                if !st.watching {
+                    st.watching = true;
+                    Pool::watch(Arc::downgrade(self));
+                }
                 (id, Err(rx))
             }
         };
@@ -371,20 +387,19 @@ impl Pool {
                     rx,
                     received: false,
                 };
-                match tokio::time::timeout_at(deadline.into(), &mut wait.rx).await {
-                    Ok(Ok(slot)) => {
+                // No timer of its own: the pool's watcher drops the sender at the deadline.
+                match (&mut wait.rx).await {
+                    Ok(slot) => {
                         wait.received = true;
                         slot
                     }
-                    _ => return Err(self.wait_timeout(&settings)),
+                    Err(_) => return Err(self.wait_timeout(&settings)),
                 }
             }
         };
         let conn = match slot {
             Slot::Idle(conn) => {
-                self.common
-                    .registry
-                    .mark(conn.id, ServerState::Active, Some(tenant));
+                conn.entry.mark_active(tenant);
                 conn
             }
             Slot::New => {
@@ -401,6 +416,32 @@ impl Pool {
         };
         self.checkouts.fetch_add(1, Ordering::Relaxed);
         Ok(Checkout::new(self.clone(), tenant.clone(), conn))
+    }
+
+    /// Times out waiters: one task per pool while anyone waits, asleep until the earliest
+    /// deadline, instead of a timer per waiting checkout (registering and cancelling one costs
+    /// more than the rest of a hand-off). It drops the senders of waiters whose deadline has
+    /// passed, which their checkouts take as `query_wait_timeout`, and ends when nobody waits.
+    fn watch(pool: Weak<Pool>) {
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let Some(pool) = pool.upgrade() else { return };
+                    let mut st = pool.lock();
+                    let now = Instant::now();
+                    // Dropping them wakes their checkouts.
+                    drop(st.queue.remove_all(|w| w.deadline <= now));
+                    match st.queue.iter().map(|w| w.deadline).min() {
+                        Some(next) => next,
+                        None => {
+                            st.watching = false;
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(next.into()).await;
+            }
+        });
     }
 
     fn wait_timeout(&self, settings: &PoolSettings) -> PoolError {
@@ -506,9 +547,7 @@ impl Pool {
             })?;
         let budget = match grant {
             shard::Grant::Conn(conn) => {
-                self.common
-                    .registry
-                    .mark(conn.id, ServerState::Active, Some(tenant));
+                conn.entry.mark_active(tenant);
                 return Ok(conn);
             }
             shard::Grant::Budget(b) => b,
@@ -576,7 +615,7 @@ impl Pool {
         let settings = self.common.settings();
         let now = Instant::now();
         conn.conn_mut().last_used = now;
-        self.common.registry.mark(conn.id, ServerState::Idle, None);
+        conn.entry.mark_idle(now);
         let generation = self.shard.generation();
         let mut close = None;
         {

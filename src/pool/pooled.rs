@@ -13,16 +13,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::shard::Budget;
-use super::stats::Registry;
+use super::stats::{Registry, ServerEntry};
 use crate::backend::conn::ServerConn;
 use crate::routing::PoolKey;
 
 pub(super) struct Pooled {
-    /// `None` only while being dropped.
-    conn: Option<ServerConn>,
+    /// `None` only while being dropped. Boxed: a `Pooled` moves through the idle list, the
+    /// hand-off channel and the checkout on every transaction, and a pointer moves cheaply.
+    conn: Option<Box<ServerConn>>,
     budget: Budget,
     /// Its id in the registry.
     pub(super) id: u64,
+    /// Its registry entry, marked on checkout and release.
+    pub(super) entry: Arc<ServerEntry>,
     /// The shard target's generation when it was opened; another one means it is retired.
     pub(super) generation: u64,
     /// Drawn once in [0.9, 1.1]: the connection lives this many `server_lifetime`s.
@@ -40,11 +43,12 @@ impl Pooled {
         key: &PoolKey,
         tenant: &Arc<str>,
     ) -> Pooled {
-        let id = registry.register(key, tenant, conn.cancel.pid);
+        let (id, entry) = registry.register(key, tenant, conn.cancel.pid);
         Pooled {
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             budget,
             id,
+            entry,
             generation,
             lifetime_factor: lifetime_factor(),
             registry: registry.clone(),

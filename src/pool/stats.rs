@@ -5,8 +5,8 @@
 //! Owns the registry of server connections (idle ones sit in pools, active ones inside
 //! [`super::Checkout`]s, so the pools alone cannot list them).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
@@ -67,54 +67,74 @@ pub(crate) struct ShardStats {
     pub(crate) last_error: Option<String>,
 }
 
-/// A server connection as the registry knows it.
-struct ServerEntry {
+/// A server connection as the registry knows it: what never changes, and what checkouts and
+/// releases change under a lock of its own, so marking one never touches the registry's map.
+pub(super) struct ServerEntry {
     key: PoolKey,
-    state: ServerState,
-    tenant: Option<Arc<str>>,
     backend_pid: i32,
     connected_at: SystemTime,
-    /// When `state` last changed.
+    live: Mutex<Live>,
+}
+
+struct Live {
+    state: ServerState,
+    tenant: Option<Arc<str>>,
+    /// When it last went idle.
     since: Instant,
 }
 
-/// Every open server connection by id: an entry is made on connect, updated on checkout and
-/// release, and removed when the connection is closed (`Pooled`'s drop).
+impl ServerEntry {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checked out by `tenant`.
+    pub(super) fn mark_active(&self, tenant: &Arc<str>) {
+        let mut live = self.live();
+        live.state = ServerState::Active;
+        if live.tenant.as_deref() != Some(&**tenant) {
+            live.tenant = Some(tenant.clone());
+        }
+    }
+
+    /// Back in the pool at `now`.
+    pub(super) fn mark_idle(&self, now: Instant) {
+        let mut live = self.live();
+        live.state = ServerState::Idle;
+        live.since = now;
+    }
+}
+
+/// Every open server connection by id: an entry is made on connect and removed when the
+/// connection is closed (`Pooled`'s drop); the connection itself holds its entry and marks it
+/// on checkout and release.
 #[derive(Default)]
 pub(super) struct Registry {
-    servers: DashMap<u64, ServerEntry, foldhash::fast::RandomState>,
+    servers: DashMap<u64, Arc<ServerEntry>, foldhash::fast::RandomState>,
     ids: AtomicU64,
 }
 
 impl Registry {
-    /// A new connection of pool `key`, active for `tenant`; returns its id.
-    pub(super) fn register(&self, key: &PoolKey, tenant: &Arc<str>, backend_pid: i32) -> u64 {
+    /// A new connection of pool `key`, active for `tenant`; returns its id and entry.
+    pub(super) fn register(
+        &self,
+        key: &PoolKey,
+        tenant: &Arc<str>,
+        backend_pid: i32,
+    ) -> (u64, Arc<ServerEntry>) {
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
-        self.servers.insert(
-            id,
-            ServerEntry {
-                key: key.clone(),
+        let entry = Arc::new(ServerEntry {
+            key: key.clone(),
+            backend_pid,
+            connected_at: SystemTime::now(),
+            live: Mutex::new(Live {
                 state: ServerState::Active,
                 tenant: Some(tenant.clone()),
-                backend_pid,
-                connected_at: SystemTime::now(),
                 since: Instant::now(),
-            },
-        );
-        id
-    }
-
-    /// Records that connection `id` is now `state`, for `tenant` if it is being checked out.
-    pub(super) fn mark(&self, id: u64, state: ServerState, tenant: Option<&Arc<str>>) {
-        if let Some(mut e) = self.servers.get_mut(&id) {
-            e.state = state;
-            e.since = Instant::now();
-            if let Some(t) = tenant
-                && e.tenant.as_deref() != Some(&**t)
-            {
-                e.tenant = Some(t.clone());
-            }
-        }
+            }),
+        });
+        self.servers.insert(id, entry.clone());
+        (id, entry)
     }
 
     pub(super) fn remove(&self, id: u64) {
@@ -142,16 +162,17 @@ impl Pools {
             .iter()
             .map(|e| {
                 let v = e.value();
+                let live = v.live();
                 ServerStats {
                     id: *e.key(),
                     key: v.key.clone(),
-                    state: v.state,
-                    tenant: v.tenant.clone(),
+                    state: live.state,
+                    tenant: live.tenant.clone(),
                     backend_pid: v.backend_pid,
                     connected_at: v.connected_at,
-                    idle_for: match v.state {
+                    idle_for: match live.state {
                         ServerState::Active => Duration::ZERO,
-                        ServerState::Idle => now.duration_since(v.since),
+                        ServerState::Idle => now.saturating_duration_since(live.since),
                     },
                 }
             })

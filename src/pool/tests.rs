@@ -399,6 +399,7 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     let waiter = |id, since| Waiter {
         id,
         since,
+        deadline: since + Duration::from_secs(10),
         tx: tokio::sync::oneshot::channel().0,
     };
     let mut queue = FairQueue::new();

@@ -35,7 +35,6 @@ const fn first_bytes(markers: &[&[u8]]) -> [bool; 256] {
 }
 
 const SETTINGS_FIRST: [bool; 256] = first_bytes(&MARKERS);
-const DROPS_FIRST: [bool; 256] = first_bytes(&DROPS);
 
 /// True if `hay` contains one of `markers` (ASCII case-insensitively); `first` is
 /// [`first_bytes`] of `markers`.
@@ -53,10 +52,10 @@ fn mentions(hay: &[u8], first: &[bool; 256], markers: &[&[u8]]) -> bool {
 /// statement text passes before anything looks at it more closely.
 pub(crate) fn mentions_word(sql: &[u8], word: &[u8]) -> bool {
     let first = word[0];
-    sql.len() >= word.len()
-        && sql
-            .windows(word.len())
-            .any(|w| (w[0] | 0x20) == first && w.eq_ignore_ascii_case(word))
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), sql).any(|i| {
+        sql.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
 /// True unless `sql` is plainly unable to change session settings.
@@ -66,7 +65,7 @@ pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
 
 /// True if `sql` may drop prepared statements (`DISCARD`, `DEALLOCATE`).
 pub(crate) fn may_drop_statements(sql: &[u8]) -> bool {
-    mentions(sql, &DROPS_FIRST, &DROPS)
+    DROPS.iter().any(|w| mentions_word(sql, w))
 }
 
 #[cfg(test)]
