@@ -2,8 +2,9 @@
 //! into, and rendering for `GET /metrics` on `server.metrics_addr`.
 //!
 //! The hot path never touches the exporter: a session counts into its tenant's
-//! [`TenantStats`] (plain atomics, added once per transaction) and records two histograms.
-//! Counters and gauges are copied into the exporter when Prometheus scrapes.
+//! [`TenantStats`] (plain atomics, added once per transaction), histogram buckets included.
+//! Counters and gauges are copied into the exporter when Prometheus scrapes; the two
+//! histograms are written out from the bucket counts after the exporter's text.
 
 pub(crate) mod http;
 mod names;
@@ -13,22 +14,14 @@ pub(crate) use names::*;
 pub(crate) use stats::{StatsKey, TenantStats};
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-/// Buckets of the pool wait histogram, in seconds.
-const WAIT_BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
-];
-/// Buckets of the transaction duration histogram, in seconds.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
-];
+use stats::{DURATION_BOUNDS, Tally, WAIT_BOUNDS};
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -53,20 +46,10 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(tenant_labels: bool) -> Metrics {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(POOL_WAIT.into()), WAIT_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(XACT_DURATION.into()), DURATION_BUCKETS)
-            });
-        // The bucket lists above are non-empty constants; the builder only refuses empty ones.
-        let recorder = match builder {
-            Ok(b) => b.build_recorder(),
-            Err(_) => PrometheusBuilder::new().build_recorder(),
-        };
+        let recorder = PrometheusBuilder::new().build_recorder();
         for (name, help) in names::HELP {
             recorder.describe_counter((*name).into(), None, (*help).into());
             recorder.describe_gauge((*name).into(), None, (*help).into());
-            recorder.describe_histogram((*name).into(), None, (*help).into());
         }
         let handle = recorder.handle();
         Metrics {
@@ -83,17 +66,7 @@ impl Metrics {
         if let Some(s) = self.stats.get(&key) {
             return s.clone();
         }
-        let labels = self.labels(Some(&key.tenant), Some((&key.shard, &key.database)));
-        let wait = self
-            .recorder
-            .register_histogram(&Key::from_parts(POOL_WAIT, labels.clone()), &METADATA);
-        let duration = self
-            .recorder
-            .register_histogram(&Key::from_parts(XACT_DURATION, labels), &METADATA);
-        self.stats
-            .entry(key)
-            .or_insert_with(|| Arc::new(TenantStats::new(wait, duration)))
-            .clone()
+        self.stats.entry(key).or_default().clone()
     }
 
     /// Every tenant's statistics (for `SHOW STATS`).
@@ -136,26 +109,34 @@ impl Metrics {
     }
 
     /// The text exposition: the counters of every tenant's statistics and `gauges` are
-    /// published first.
+    /// published first; the histograms follow the exporter's text.
     pub(crate) fn render(&self, gauges: Vec<GaugeSample>) -> String {
-        self.publish_stats();
+        let histograms = self.publish_stats();
         self.publish_gauges(gauges);
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        write_histograms(&mut text, &histograms);
+        text
     }
 
-    /// Drains histogram samples into their buckets (also done by every scrape).
+    /// Drains the exporter's buffers (also done by every scrape).
     pub(crate) fn upkeep(&self) {
         self.handle.run_upkeep();
     }
 
-    fn publish_stats(&self) {
+    /// Publishes the counters; returns the histogram totals by label set.
+    fn publish_stats(&self) -> Vec<(Vec<Label>, Tally)> {
         let mut sums: HashMap<Vec<Label>, [u64; 7]> = HashMap::new();
+        let mut histograms: HashMap<Vec<Label>, Tally> = HashMap::new();
         let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
         for e in self.stats.iter() {
             let k = e.key();
             let t = e.value().totals();
             let labels = self.labels(Some(&k.tenant), Some((&k.shard, &k.database)));
+            histograms
+                .entry(labels.clone())
+                .or_default()
+                .add_histograms(&t);
             let sum = sums.entry(labels).or_default();
             let values = [
                 t.transactions,
@@ -192,6 +173,9 @@ impl Metrics {
         for (labels, n) in evictions {
             self.counter(PREPARED_EVICTIONS, labels).absolute(n);
         }
+        let mut histograms: Vec<_> = histograms.into_iter().collect();
+        histograms.sort_by(|a, b| a.0.cmp(&b.0));
+        histograms
     }
 
     fn publish_gauges(&self, gauges: Vec<GaugeSample>) {
@@ -239,5 +223,94 @@ impl Metrics {
             labels.push(Label::new("database", database.to_owned()));
         }
         labels
+    }
+}
+
+/// Appends both histograms in the text format: `# HELP`, `# TYPE`, then per label set the
+/// cumulative `_bucket` counts (bounds in seconds, `+Inf` last), `_sum` and `_count`.
+fn write_histograms(out: &mut String, by_labels: &[(Vec<Label>, Tally)]) {
+    if by_labels.is_empty() {
+        return;
+    }
+    // Per histogram: name, bucket bounds, and its buckets and microsecond sum in a tally.
+    type Pick = fn(&Tally) -> (&[u64], u64);
+    let kinds: [(&str, &[u64], Pick); 2] = [
+        (POOL_WAIT, &WAIT_BOUNDS, |t| {
+            (&t.wait_buckets, t.wait_micros)
+        }),
+        (XACT_DURATION, &DURATION_BOUNDS, |t| {
+            (&t.duration_buckets, t.xact_micros)
+        }),
+    ];
+    for (name, bounds, pick) in kinds {
+        let help = names::HELP
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, h)| h);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (labels, tally) in by_labels {
+            let (counts, micros) = pick(tally);
+            let labels: String = labels
+                .iter()
+                .map(|l| format!("{}=\"{}\",", l.key(), escape(l.value())))
+                .collect();
+            let mut cumulative = 0;
+            for (i, n) in counts.iter().enumerate() {
+                cumulative += n;
+                let le = bounds
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |b| (*b as f64 / 1e6).to_string());
+                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+            }
+            let labels = labels.trim_end_matches(',');
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", micros as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        }
+        out.push('\n');
+    }
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_count_and_escaped_labels() {
+        let metrics = Metrics::new(true);
+        let stats = metrics.session(StatsKey {
+            tenant: "a\"b".into(),
+            shard: "s1".into(),
+            database: "d1".into(),
+        });
+        let mut t = Tally::default();
+        TenantStats::waited(&mut t, Duration::from_micros(50));
+        TenantStats::waited(&mut t, Duration::from_millis(2));
+        TenantStats::transaction(&mut t, Duration::from_secs(60));
+        stats.add(0, &mut t);
+        let text = metrics.render(Vec::new());
+        let labels = r#"tenant="a\"b",shard="s1",database="d1""#;
+        for line in [
+            "# TYPE pgtenant_pool_wait_seconds histogram".to_owned(),
+            format!("pgtenant_pool_wait_seconds_bucket{{{labels},le=\"0.0001\"}} 1"),
+            format!("pgtenant_pool_wait_seconds_bucket{{{labels},le=\"0.001\"}} 1"),
+            format!("pgtenant_pool_wait_seconds_bucket{{{labels},le=\"0.005\"}} 2"),
+            format!("pgtenant_pool_wait_seconds_bucket{{{labels},le=\"+Inf\"}} 2"),
+            format!("pgtenant_pool_wait_seconds_sum{{{labels}}} 0.00205"),
+            format!("pgtenant_pool_wait_seconds_count{{{labels}}} 2"),
+            format!("pgtenant_transaction_duration_seconds_bucket{{{labels},le=\"30\"}} 0"),
+            format!("pgtenant_transaction_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 1"),
+            format!("pgtenant_transaction_duration_seconds_count{{{labels}}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! Per (tenant, shard, database) statistics: what `SHOW STATS` prints and what the Prometheus
-//! counters publish. A session adds its tally once per transaction into one of several lanes
-//! (padded apart), so sessions of one busy tenant on different cores do not fight over one
-//! cache line; readers sum the lanes.
+//! counters and histograms publish. A session adds its tally once per transaction into one of
+//! several lanes (padded apart), so sessions of one busy tenant on different cores do not
+//! fight over one cache line; readers sum the lanes.
+//!
+//! The two histograms (pool wait, transaction duration) are bucket counts in the same tally:
+//! recording a sample is one comparison per bucket and one add, and their `_sum`s are the
+//! tally's microsecond totals.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use metrics::Histogram;
 
 /// Whose statistics: a tenant on one pool's shard and database.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,13 +37,65 @@ pub(crate) struct Tally {
     pub(crate) xact_micros: u64,
     /// Microseconds spent waiting for a server connection.
     pub(crate) wait_micros: u64,
+    /// Waits for a server connection by [`WAIT_BOUNDS`] bucket (the last: beyond them all).
+    pub(crate) wait_buckets: [u64; WAIT_BUCKETS],
+    /// Transactions by [`DURATION_BOUNDS`] bucket (the last: beyond them all).
+    pub(crate) duration_buckets: [u64; DURATION_BUCKETS],
 }
 
-const FIELDS: usize = 10;
+/// Upper bounds (inclusive, microseconds) of the pool wait histogram's buckets.
+pub(crate) const WAIT_BOUNDS: [u64; 12] = [
+    100,
+    500,
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    30_000_000,
+    120_000_000,
+];
+/// Upper bounds (inclusive, microseconds) of the transaction duration histogram's buckets.
+pub(crate) const DURATION_BOUNDS: [u64; 13] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000, 30_000_000,
+];
+const WAIT_BUCKETS: usize = WAIT_BOUNDS.len() + 1;
+const DURATION_BUCKETS: usize = DURATION_BOUNDS.len() + 1;
+
+/// The bucket of `micros`: the first bound it does not exceed, else the last (`+Inf`) one.
+fn bucket(bounds: &[u64], micros: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&b| micros <= b)
+        .unwrap_or(bounds.len())
+}
+
+const SCALARS: usize = 10;
+const FIELDS: usize = SCALARS + WAIT_BUCKETS + DURATION_BUCKETS;
 
 impl Tally {
+    /// Adds `other`'s histogram buckets and sums (the microsecond totals) to this one's.
+    pub(crate) fn add_histograms(&mut self, other: &Tally) {
+        for (a, b) in self.wait_buckets.iter_mut().zip(&other.wait_buckets) {
+            *a += b;
+        }
+        for (a, b) in self
+            .duration_buckets
+            .iter_mut()
+            .zip(&other.duration_buckets)
+        {
+            *a += b;
+        }
+        self.wait_micros += other.wait_micros;
+        self.xact_micros += other.xact_micros;
+    }
+
     fn values(&self) -> [u64; FIELDS] {
-        [
+        let scalars = [
             self.transactions,
             self.queries,
             self.bytes_received,
@@ -52,10 +106,19 @@ impl Tally {
             self.setups,
             self.xact_micros,
             self.wait_micros,
-        ]
+        ];
+        let mut v = [0; FIELDS];
+        v[..SCALARS].copy_from_slice(&scalars);
+        v[SCALARS..SCALARS + WAIT_BUCKETS].copy_from_slice(&self.wait_buckets);
+        v[SCALARS + WAIT_BUCKETS..].copy_from_slice(&self.duration_buckets);
+        v
     }
 
     fn from_values(v: [u64; FIELDS]) -> Tally {
+        let mut wait_buckets = [0; WAIT_BUCKETS];
+        wait_buckets.copy_from_slice(&v[SCALARS..SCALARS + WAIT_BUCKETS]);
+        let mut duration_buckets = [0; DURATION_BUCKETS];
+        duration_buckets.copy_from_slice(&v[SCALARS + WAIT_BUCKETS..]);
         Tally {
             transactions: v[0],
             queries: v[1],
@@ -67,6 +130,8 @@ impl Tally {
             setups: v[7],
             xact_micros: v[8],
             wait_micros: v[9],
+            wait_buckets,
+            duration_buckets,
         }
     }
 }
@@ -76,25 +141,21 @@ const LANES: usize = 8;
 
 /// One lane of counters, on a cache line (pair) of its own.
 #[repr(align(128))]
-#[derive(Default)]
 struct Lane([AtomicU64; FIELDS]);
 
+impl Default for Lane {
+    fn default() -> Self {
+        Lane(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
 /// Running totals since start.
+#[derive(Default)]
 pub(crate) struct TenantStats {
     lanes: [Lane; LANES],
-    wait: Histogram,
-    duration: Histogram,
 }
 
 impl TenantStats {
-    pub(super) fn new(wait: Histogram, duration: Histogram) -> TenantStats {
-        TenantStats {
-            lanes: Default::default(),
-            wait,
-            duration,
-        }
-    }
-
     /// Adds a session's tally (the session always uses the same `lane`, any number) and
     /// clears it.
     pub(crate) fn add(&self, lane: usize, t: &mut Tally) {
@@ -107,15 +168,18 @@ impl TenantStats {
         *t = Tally::default();
     }
 
-    /// A wait for a server connection (its time goes into the session's tally).
-    pub(crate) fn waited(&self, t: &mut Tally, d: Duration) {
-        t.wait_micros += d.as_micros() as u64;
-        self.wait.record(d.as_secs_f64());
+    /// A wait for a server connection, into the session's tally.
+    pub(crate) fn waited(t: &mut Tally, d: Duration) {
+        let micros = d.as_micros() as u64;
+        t.wait_micros += micros;
+        t.wait_buckets[bucket(&WAIT_BOUNDS, micros)] += 1;
     }
 
-    /// A finished transaction's duration.
-    pub(crate) fn transaction(&self, d: Duration) {
-        self.duration.record(d.as_secs_f64());
+    /// A finished transaction's duration, into the session's tally.
+    pub(crate) fn transaction(t: &mut Tally, d: Duration) {
+        let micros = d.as_micros() as u64;
+        t.xact_micros += micros;
+        t.duration_buckets[bucket(&DURATION_BOUNDS, micros)] += 1;
     }
 
     /// The sums over all lanes.
@@ -136,7 +200,7 @@ mod tests {
 
     #[test]
     fn lanes_add_up() {
-        let s = TenantStats::new(Histogram::noop(), Histogram::noop());
+        let s = TenantStats::default();
         for lane in 0..20 {
             let mut t = Tally {
                 transactions: 1,
@@ -152,5 +216,23 @@ mod tests {
             (total.transactions, total.queries, total.wait_micros),
             (20, 40, 60)
         );
+    }
+
+    #[test]
+    fn samples_land_in_the_first_bucket_they_do_not_exceed() {
+        let mut t = Tally::default();
+        TenantStats::waited(&mut t, Duration::from_micros(100));
+        TenantStats::waited(&mut t, Duration::from_micros(101));
+        TenantStats::waited(&mut t, Duration::from_secs(600));
+        TenantStats::transaction(&mut t, Duration::from_micros(2_000));
+        assert_eq!(t.wait_micros, 600_000_201);
+        assert_eq!(&t.wait_buckets[..2], [1, 1]);
+        assert_eq!(t.wait_buckets[WAIT_BUCKETS - 1], 1, "+Inf");
+        assert_eq!(t.wait_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(t.duration_buckets[2], 1, "2 ms is within 2.5 ms");
+        let s = TenantStats::default();
+        s.add(3, &mut t);
+        assert_eq!(s.totals().wait_buckets[WAIT_BUCKETS - 1], 1);
+        assert_eq!(s.totals().duration_buckets.iter().sum::<u64>(), 1);
     }
 }

@@ -1004,9 +1004,7 @@ impl Relay {
     fn transaction_ended(&mut self) {
         self.tally.transactions += 1;
         if let Some(start) = self.xact_start.take() {
-            let d = start.elapsed();
-            self.tally.xact_micros += d.as_micros() as u64;
-            self.stats.transaction(d);
+            TenantStats::transaction(&mut self.tally, start.elapsed());
         }
     }
 
@@ -1326,7 +1324,7 @@ async fn session(
                         return Outcome::NoServer(e.to_string());
                     }
                 };
-                relay.stats.waited(&mut relay.tally, waited.elapsed());
+                TenantStats::waited(&mut relay.tally, waited.elapsed());
                 control.set_state(ClientState::Active);
                 relay.attach(c.conn(), &route);
                 cancel.set(Some(&c.conn().cancel));
