@@ -442,7 +442,11 @@ log "matrix: $n_cells cells x $n_targets targets x $REPEAT reps x ${DURATION}s â
 for proto in $PROTOCOLS; do
     for c in $CLIENTS; do
         for ((rep = 1; rep <= REPEAT; rep++)); do
-            for t in $TARGETS; do run_one "$proto" "$c" "$t" "$rep"; done
+            # Every other repetition runs the targets in reverse order, so that no target
+            # always runs right after the same neighbour (or first in a cell).
+            order=$TARGETS
+            ((rep % 2)) || order=$(tr ' ' '\n' <<<"$TARGETS" | awk 'NF' | tac | tr '\n' ' ')
+            for t in $order; do run_one "$proto" "$c" "$t" "$rep"; done
         done
     done
 done
@@ -529,7 +533,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
     echo "### $SCRIPT_DESC TPS, median of $REPEAT x ${DURATION}s runs"
     echo
     echo "Command: \`$CMDLINE\`  "
-    echo "Each run: \`pgbench --no-vacuum ${SCRIPT_ARGS[*]:+${SCRIPT_ARGS[*]} }-M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode (pgbouncer-session: PgBouncer in session mode) with $POOL server connections; targets interleaved within each repetition.  "
+    echo "Each run: \`pgbench --no-vacuum ${SCRIPT_ARGS[*]:+${SCRIPT_ARGS[*]} }-M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode (pgbouncer-session: PgBouncer in session mode) with $POOL server connections; targets interleaved within each repetition, in reverse order every other repetition.  "
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC."
     echo
     header="| protocol | clients |"; sep="|---|---:|"
