@@ -124,58 +124,40 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// Publishes the counters; returns the histogram totals by label set.
+    /// Publishes the counters; returns the summed tallies by label set (for the histograms).
     fn publish_stats(&self) -> Vec<(Vec<Label>, Tally)> {
-        let mut sums: HashMap<Vec<Label>, [u64; 7]> = HashMap::new();
-        let mut histograms: HashMap<Vec<Label>, Tally> = HashMap::new();
+        let mut sums: HashMap<Vec<Label>, Tally> = HashMap::new();
         let mut evictions: HashMap<Vec<Label>, u64> = HashMap::new();
         for e in self.stats.iter() {
             let k = e.key();
             let t = e.value().totals();
             let labels = self.labels(Some(&k.tenant), Some((&k.shard, &k.database)));
-            histograms
-                .entry(labels.clone())
-                .or_default()
-                .add_histograms(&t);
-            let sum = sums.entry(labels).or_default();
-            let values = [
-                t.transactions,
-                t.queries,
-                t.bytes_received,
-                t.bytes_sent,
-                t.prepared_hits,
-                t.prepared_misses,
-                t.setups,
-            ];
-            for (total, v) in sum.iter_mut().zip(values) {
-                *total += v;
-            }
+            sums.entry(labels).or_default().add(&t);
             // Evictions belong to server connections: by pool, never by tenant.
             if t.prepared_evictions > 0 {
                 let labels = self.labels(None, Some((&k.shard, &k.database)));
                 *evictions.entry(labels).or_default() += t.prepared_evictions;
             }
         }
-        let names = [
-            TRANSACTIONS,
-            QUERIES,
-            BYTES_RECEIVED,
-            BYTES_SENT,
-            PREPARED_HITS,
-            PREPARED_MISSES,
-            TENANT_SETUPS,
-        ];
-        for (labels, values) in sums {
-            for (name, v) in names.iter().zip(values) {
+        for (labels, t) in &sums {
+            for (name, v) in [
+                (TRANSACTIONS, t.transactions),
+                (QUERIES, t.queries),
+                (BYTES_RECEIVED, t.bytes_received),
+                (BYTES_SENT, t.bytes_sent),
+                (PREPARED_HITS, t.prepared_hits),
+                (PREPARED_MISSES, t.prepared_misses),
+                (TENANT_SETUPS, t.setups),
+            ] {
                 self.counter(name, labels.clone()).absolute(v);
             }
         }
         for (labels, n) in evictions {
             self.counter(PREPARED_EVICTIONS, labels).absolute(n);
         }
-        let mut histograms: Vec<_> = histograms.into_iter().collect();
-        histograms.sort_by(|a, b| a.0.cmp(&b.0));
-        histograms
+        let mut sums: Vec<_> = sums.into_iter().collect();
+        sums.sort_by(|a, b| a.0.cmp(&b.0));
+        sums
     }
 
     fn publish_gauges(&self, gauges: Vec<GaugeSample>) {

@@ -78,20 +78,13 @@ const SCALARS: usize = 10;
 const FIELDS: usize = SCALARS + WAIT_BUCKETS + DURATION_BUCKETS;
 
 impl Tally {
-    /// Adds `other`'s histogram buckets and sums (the microsecond totals) to this one's.
-    pub(crate) fn add_histograms(&mut self, other: &Tally) {
-        for (a, b) in self.wait_buckets.iter_mut().zip(&other.wait_buckets) {
+    /// Adds every count of `other` to this one's.
+    pub(crate) fn add(&mut self, other: &Tally) {
+        let mut v = self.values();
+        for (a, b) in v.iter_mut().zip(other.values()) {
             *a += b;
         }
-        for (a, b) in self
-            .duration_buckets
-            .iter_mut()
-            .zip(&other.duration_buckets)
-        {
-            *a += b;
-        }
-        self.wait_micros += other.wait_micros;
-        self.xact_micros += other.xact_micros;
+        *self = Tally::from_values(v);
     }
 
     fn values(&self) -> [u64; FIELDS] {
