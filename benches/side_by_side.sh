@@ -40,13 +40,14 @@
 #                         a second pgbench opens a new connection per transaction (-C) with
 #                         STORM_CLIENTS [8] clients against the same target
 #   BASE_BIN []           a second pgtenant binary (e.g. an older build) for the target
+#   BASE_WORKERS [PGTENANT_WORKERS]  runtime worker threads of the BASE_BIN process
 #                         pgtenant-db-base: the same tenant as pgtenant-db, in the same run
 #   RESULTS_DIR [benches/results]
 set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN STORM_CLIENTS; do
+for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN BASE_WORKERS STORM_CLIENTS; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -293,8 +294,12 @@ for ((i = 1; i <= MIX_TENANTS; i++)); do
     printf '\n[tenants.mix%d]\nplacement = "shared"\nshard = "main"\ndatabase = "erp_bench"\n' "$i" >>"$TMP/pgtenant.toml"
 done
 
+# pgtenant runs in a session of its own (setsid), as PgBouncer (-d) and PostgreSQL (pg_ctl) do.
+# With the kernel's autogroup scheduling (sched_autogroup_enabled=1) every session is one
+# scheduling group: a proxy left in this script's session would share one group's CPU share
+# with pgbench and wait behind it, which the daemons do not.
 start_pgtenant() {
-    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} "$PGTENANT_BIN" run --config "$TMP/pgtenant.toml" >>"$TMP/pgtenant.log" 2>&1 &
+    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} setsid "$PGTENANT_BIN" run --config "$TMP/pgtenant.toml" >>"$TMP/pgtenant.log" 2>&1 &
     PGTENANT_PID=$!
     wait_port "$PGT_PORT" pgtenant "$PGTENANT_PID"
 }
@@ -304,8 +309,9 @@ log "pgtenant $PGTENANT_DESC on 127.0.0.1:$PGT_PORT"
 start_pgtenant
 if [[ " $TARGETS " == *" pgtenant-db-base "* ]]; then
     # The same configuration on its own port, without the keys an older build may not know.
-    sed -e "s/^listen = .*/listen = \"127.0.0.1:$BASE_PORT\"/" "$TMP/pgtenant.toml" >"$TMP/pgtenant-base.toml"
-    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} "$BASE_BIN" run --config "$TMP/pgtenant-base.toml" >>"$TMP/pgtenant-base.log" 2>&1 &
+    sed -e "s/^listen = .*/listen = \"127.0.0.1:$BASE_PORT\"/" \
+        -e "s/^workers = .*/workers = ${BASE_WORKERS:-${PGTENANT_WORKERS:-0}}/" "$TMP/pgtenant.toml" >"$TMP/pgtenant-base.toml"
+    NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} setsid "$BASE_BIN" run --config "$TMP/pgtenant-base.toml" >>"$TMP/pgtenant-base.log" 2>&1 &
     BASE_PID=$!
     wait_port "$BASE_PORT" "pgtenant (BASE_BIN)" "$BASE_PID"
     log "BASE_BIN $BASE_BIN on 127.0.0.1:$BASE_PORT"
