@@ -216,8 +216,8 @@ struct State {
     /// Per-tenant caps on slots (absent: no cap), as the tenants' routes say.
     caps: FastMap<Arc<str>, usize>,
     queue: FairQueue<Arc<str>, Waiter>,
-    /// Times in a row the tenant whose turn it was got passed over for affinity.
-    passes: u32,
+    /// The tenant whose turn it is, passed over for affinity.
+    passes: Passes,
     /// A [`Pool::watch`] task is running.
     watching: bool,
     last_used: Instant,
@@ -253,6 +253,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The tenant whose turn it is, passed over for affinity: how many times in a row, and when
+/// the first of them was.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Passes {
+    pub(super) count: u32,
+    pub(super) first: Instant,
+}
+
 /// Should the next hand-off go to `warm` (the tenant a released connection is set up for)
 /// rather than to the tenant whose turn it is? See [`Pool::dispatch`].
 fn affinity(
@@ -260,7 +268,7 @@ fn affinity(
     held: &FastMap<Arc<str>, usize>,
     caps: &FastMap<Arc<str>, usize>,
     warm: &Arc<str>,
-    passes: u32,
+    passes: Passes,
     now: Instant,
 ) -> bool {
     let Some(head) = queue.next_key() else {
@@ -269,7 +277,8 @@ fn affinity(
     let head_waited = queue
         .front(&**head)
         .map_or(Duration::MAX, |w| now.duration_since(w.since));
-    passes < AFFINITY_PASSES
+    passes.count < AFFINITY_PASSES
+        && (passes.count == 0 || now.duration_since(passes.first) < AFFINITY_PASS_TIME)
         && head != warm
         && head_waited < AFFINITY_MAX_WAIT
         && queue.front(&**warm).is_some()
@@ -316,6 +325,7 @@ impl State {
 
 impl Pool {
     fn new(key: PoolKey, size: usize, shard: Arc<ShardState>, common: Arc<Common>) -> Pool {
+        let now = Instant::now();
         Pool {
             key,
             shard,
@@ -328,9 +338,12 @@ impl Pool {
                 held: FastMap::default(),
                 caps: FastMap::default(),
                 queue: FairQueue::new(),
-                passes: 0,
+                passes: Passes {
+                    count: 0,
+                    first: now,
+                },
                 watching: false,
-                last_used: Instant::now(),
+                last_used: now,
                 next_id: 0,
             }),
             params: OnceLock::new(),
@@ -476,8 +489,9 @@ impl Pool {
     /// Affinity: the connection just released still carries its tenant's setup (`search_path`
     /// or the tenant GUC). When that tenant has waiters too, one of them gets it rather than
     /// the tenant whose turn it is, which saves a `SET` on the server; the tenant whose turn
-    /// it is keeps its place, and is passed over at most [`AFFINITY_PASSES`] times in a row
-    /// and never once its oldest waiter has waited [`AFFINITY_MAX_WAIT`].
+    /// it is keeps its place, and is passed over at most [`AFFINITY_PASSES`] times in a row,
+    /// within [`AFFINITY_PASS_TIME`] of the first time, and never once its oldest waiter has
+    /// waited [`AFFINITY_MAX_WAIT`].
     fn dispatch(&self, st: &mut State) {
         if st.queue.is_empty() || st.slots >= st.size {
             return;
@@ -500,11 +514,14 @@ impl Pool {
                 });
                 match warm.filter(|t| affinity(queue, held, caps, t, *passes, now)) {
                     Some(t) => {
-                        *passes += 1;
+                        if passes.count == 0 {
+                            passes.first = now;
+                        }
+                        passes.count += 1;
                         queue.pop_key(&*t).map(|w| (t, w))
                     }
                     None => {
-                        *passes = 0;
+                        passes.count = 0;
                         queue.pop(|t| eligible(held, caps, t))
                     }
                 }
@@ -837,7 +854,11 @@ const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(250);
 
 /// Hand-offs in a row that may go to the tenant a released connection is set up for instead
 /// of the tenant whose turn it is.
-const AFFINITY_PASSES: u32 = 3;
+const AFFINITY_PASSES: u32 = 16;
+
+/// How long after the first of such hand-offs in a row more may follow: the delay affinity
+/// adds to a turn stays this small whether transactions take microseconds or seconds.
+const AFFINITY_PASS_TIME: Duration = Duration::from_millis(1);
 
 /// A tenant whose oldest waiter has waited this long is never passed over for affinity.
 const AFFINITY_MAX_WAIT: Duration = Duration::from_millis(50);

@@ -387,12 +387,14 @@ async fn lifetimes_are_jittered() {
 
 /// The affinity rule of `dispatch`: a released connection goes to a waiter of the tenant it
 /// is set up for instead of the tenant whose turn it is, at most `AFFINITY_PASSES` times in a
-/// row, never past `AFFINITY_MAX_WAIT` of the passed-over tenant's oldest waiter, and never
-/// to a tenant at its cap or without waiters.
+/// row, within `AFFINITY_PASS_TIME` of the first, never past `AFFINITY_MAX_WAIT` of the
+/// passed-over tenant's oldest waiter, and never to a tenant at its cap or without waiters.
 #[test]
 fn affinity_passes_over_the_next_tenant_only_briefly() {
     use super::fair::FairQueue;
-    use super::{AFFINITY_MAX_WAIT, AFFINITY_PASSES, FastMap, Waiter, affinity};
+    use super::{
+        AFFINITY_MAX_WAIT, AFFINITY_PASS_TIME, AFFINITY_PASSES, FastMap, Passes, Waiter, affinity,
+    };
 
     let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
     let now = Instant::now();
@@ -406,25 +408,42 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     queue.push(b.clone(), waiter(1, now));
     queue.push(a.clone(), waiter(2, now));
     let (held, mut caps) = (FastMap::default(), FastMap::default());
+    let none = Passes {
+        count: 0,
+        first: now,
+    };
+    let passes = |count| Passes { count, first: now };
 
     // b's turn, a's connection came back, a waits too: a gets it, up to the limit.
-    for passes in 0..AFFINITY_PASSES {
-        assert!(affinity(&queue, &held, &caps, &a, passes, now));
+    for count in 0..AFFINITY_PASSES {
+        assert!(affinity(&queue, &held, &caps, &a, passes(count), now));
     }
-    assert!(!affinity(&queue, &held, &caps, &a, AFFINITY_PASSES, now));
+    assert!(!affinity(
+        &queue,
+        &held,
+        &caps,
+        &a,
+        passes(AFFINITY_PASSES),
+        now
+    ));
+    // Not once the first pass is AFFINITY_PASS_TIME ago (slow transactions), but a new turn
+    // may start passing again.
+    let later = now + AFFINITY_PASS_TIME;
+    assert!(!affinity(&queue, &held, &caps, &a, passes(1), later));
+    assert!(affinity(&queue, &held, &caps, &a, none, later));
     // Not once b's oldest waiter has waited long enough.
     assert!(!affinity(
         &queue,
         &held,
         &caps,
         &a,
-        0,
+        none,
         now + AFFINITY_MAX_WAIT
     ));
     // Nothing to gain when it is the warm tenant's turn, or it has no waiter (c).
-    assert!(!affinity(&queue, &held, &caps, &b, 0, now));
-    assert!(!affinity(&queue, &held, &caps, &c, 0, now));
+    assert!(!affinity(&queue, &held, &caps, &b, none, now));
+    assert!(!affinity(&queue, &held, &caps, &c, none, now));
     // A tenant at its cap is not served out of turn.
     caps.insert(a.clone(), 0);
-    assert!(!affinity(&queue, &held, &caps, &a, 0, now));
+    assert!(!affinity(&queue, &held, &caps, &a, none, now));
 }
