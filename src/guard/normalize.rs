@@ -35,9 +35,7 @@ pub(super) fn shape(text: &str) -> Option<String> {
 /// text is not plain, `Some(None)` if it is and has no constants.
 fn plain_shape(text: &str) -> Option<Option<String>> {
     let b = text.as_bytes();
-    let mut out: Option<String> = None;
-    let mut last = 0usize;
-    let mut n = 0usize;
+    let mut shape = Builder::new(text);
     let mut i = 0usize;
     while i < b.len() {
         match b[i] {
@@ -56,11 +54,7 @@ fn plain_shape(text: &str) -> Option<Option<String>> {
                     // `1.5`, `.5`, `1e3`, `0x1f`, `1_000`: left to the lexer.
                     return None;
                 }
-                let o = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
-                o.push_str(&text[last..start]);
-                n += 1;
-                let _ = write!(o, "${n}");
-                last = i;
+                shape.constant(start, i)?;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
@@ -98,18 +92,13 @@ fn plain_shape(text: &str) -> Option<Option<String>> {
             _ => return None,
         }
     }
-    Some(out.map(|mut o| {
-        o.push_str(&text[last..]);
-        o
-    }))
+    Some(shape.finish())
 }
 
 /// [`shape`] by PostgreSQL's lexer.
 fn lexed_shape(text: &str) -> Option<String> {
     let scan = pg_query::scan(text).ok()?;
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0usize;
-    let mut n = 0usize;
+    let mut shape = Builder::new(text);
     for t in &scan.tokens {
         let constant = matches!(
             Token::try_from(t.token),
@@ -125,16 +114,51 @@ fn lexed_shape(text: &str) -> Option<String> {
         }
         let start = usize::try_from(t.start).ok()?;
         let end = usize::try_from(t.end).ok()?;
-        out.push_str(text.get(last..start)?);
-        n += 1;
-        let _ = write!(out, "${n}");
-        last = end;
+        shape.constant(start, end)?;
     }
-    if n == 0 {
-        return None;
+    shape.finish()
+}
+
+/// A shape being written: the text with `$1`, `$2`... in place of each constant so far.
+struct Builder<'a> {
+    text: &'a str,
+    out: String,
+    /// End of the text already copied or replaced.
+    last: usize,
+    constants: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(text: &'a str) -> Self {
+        Builder {
+            text,
+            out: String::new(),
+            last: 0,
+            constants: 0,
+        }
     }
-    out.push_str(text.get(last..)?);
-    Some(out)
+
+    /// Replaces `text[start..end]`, the next constant, by a parameter (`None`: not a span of
+    /// the text after the previous constant).
+    fn constant(&mut self, start: usize, end: usize) -> Option<()> {
+        if self.constants == 0 {
+            self.out.reserve(self.text.len() + 8);
+        }
+        self.out.push_str(self.text.get(self.last..start)?);
+        self.constants += 1;
+        let _ = write!(self.out, "${}", self.constants);
+        self.last = end;
+        Some(())
+    }
+
+    /// The shape, or `None` if the text had no constants.
+    fn finish(mut self) -> Option<String> {
+        if self.constants == 0 {
+            return None;
+        }
+        self.out.push_str(self.text.get(self.last..)?);
+        Some(self.out)
+    }
 }
 
 #[cfg(test)]

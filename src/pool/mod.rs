@@ -256,9 +256,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The tenant whose turn it is, passed over for affinity: how many times in a row, and when
 /// the first of them was.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Passes {
-    pub(super) count: u32,
-    pub(super) first: Instant,
+struct Passes {
+    count: u32,
+    first: Instant,
 }
 
 /// Should the next hand-off go to `warm` (the tenant a released connection is set up for)

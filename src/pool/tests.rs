@@ -408,11 +408,8 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     queue.push(b.clone(), waiter(1, now));
     queue.push(a.clone(), waiter(2, now));
     let (held, mut caps) = (FastMap::default(), FastMap::default());
-    let none = Passes {
-        count: 0,
-        first: now,
-    };
     let passes = |count| Passes { count, first: now };
+    let none = passes(0);
 
     // b's turn, a's connection came back, a waits too: a gets it, up to the limit.
     for count in 0..AFFINITY_PASSES {
