@@ -29,6 +29,7 @@ pub(crate) mod cancel;
 pub mod config;
 pub mod demo;
 pub(crate) mod error;
+pub(crate) mod fast_map;
 pub(crate) mod guard;
 pub(crate) mod metrics;
 pub(crate) mod pool;

@@ -2,11 +2,11 @@
 //! least recently used can be closed when the connection holds `max_prepared_statements`; and
 //! those the server still holds with a stale plan (closed before they are parsed again).
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 
 #[derive(Debug, Default)]
 pub(crate) struct ServerStatements {
-    last_use: HashMap<Box<str>, u64>,
+    last_use: FastMap<Box<str>, u64>,
     clock: u64,
     /// Held by the server with a plan that went stale (`relay::stale`): not usable, and to be
     /// closed before they are parsed again. Almost always empty.

@@ -5,7 +5,7 @@
 use std::borrow::Borrow;
 use std::collections::VecDeque;
 
-use super::FastMap;
+use crate::fast_map::FastMap;
 use std::hash::Hash;
 
 pub(super) struct FairQueue<K, W> {

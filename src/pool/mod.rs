@@ -33,6 +33,7 @@ use crate::backend::connect::{ServerParams, connect};
 use crate::backend::credentials::Credentials;
 use crate::config::{Config, PoolSettings, Shard};
 use crate::error::{ClientError, ClientFacing, QUERY_CANCELED, UNABLE_TO_CONNECT};
+use crate::fast_map::FastMap;
 use crate::routing::{PoolKey, Route};
 use fair::FairQueue;
 use pooled::Pooled;
@@ -245,10 +246,6 @@ enum Slot {
     New,
 }
 
-/// The pool's hot-path maps (checked on every checkout): foldhash, seeded per process, rather
-/// than SipHash.
-pub(super) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -373,7 +370,10 @@ impl Pool {
             let id = st.next_id;
             // Free slots and an eligible tenant mean nobody eligible is queued.
             if st.slots < st.size && st.eligible(tenant) {
-                (id, Ok(self.grant(&mut st, tenant, id, since, &settings)))
+                (
+                    id,
+                    Ok(self.grant(&mut st, tenant, id, since, since, &settings)),
+                )
             } else {
                 let (tx, rx) = oneshot::channel();
                 let waiter = Waiter {
@@ -466,16 +466,18 @@ impl Pool {
     }
 
     /// Gives `tenant` a slot: an idle connection if there is one, else room for a new one.
+    /// `since`: when the checkout began; `now`: the time now.
     fn grant(
         &self,
         st: &mut State,
         tenant: &Arc<str>,
         id: u64,
         since: Instant,
+        now: Instant,
         settings: &PoolSettings,
     ) -> Slot {
         st.hold(tenant);
-        match self.take_idle(st, tenant, settings) {
+        match self.take_idle(st, tenant, now, settings) {
             Some(conn) => Slot::Idle(conn),
             None => {
                 st.pending.insert(id, since);
@@ -527,7 +529,7 @@ impl Pool {
                 }
             };
             let Some((tenant, w)) = next else { break };
-            let slot = self.grant(st, &tenant, w.id, w.since, &settings);
+            let slot = self.grant(st, &tenant, w.id, w.since, now, &settings);
             if let Err(slot) = w.tx.send(slot) {
                 // Gone already (cannot happen while `Wait` removes itself first).
                 self.ungrant(st, &tenant, w.id, slot);
@@ -600,7 +602,13 @@ impl Pool {
 
     /// Takes the most recently used idle connection that `tenant` used last, else the most
     /// recently used one; closes connections that are retired or no longer usable.
-    fn take_idle(&self, st: &mut State, tenant: &str, settings: &PoolSettings) -> Option<Pooled> {
+    fn take_idle(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Option<Pooled> {
         let generation = self.shard.generation();
         loop {
             let own = st.idle.iter().rposition(
@@ -610,7 +618,6 @@ impl Pool {
                 Some(i) => st.idle.remove(i),
                 None => st.idle.pop()?,
             };
-            let now = Instant::now();
             if retired(&conn, now, settings, generation) {
                 continue;
             }
@@ -716,7 +723,7 @@ impl Pool {
         if st.idle.is_empty() {
             return None;
         }
-        self.take_idle(&mut st, "", &settings)
+        self.take_idle(&mut st, "", Instant::now(), &settings)
     }
 
     /// The least recently used idle connection, for another pool of the shard.

@@ -392,9 +392,8 @@ async fn lifetimes_are_jittered() {
 #[test]
 fn affinity_passes_over_the_next_tenant_only_briefly() {
     use super::fair::FairQueue;
-    use super::{
-        AFFINITY_MAX_WAIT, AFFINITY_PASS_TIME, AFFINITY_PASSES, FastMap, Passes, Waiter, affinity,
-    };
+    use super::{AFFINITY_MAX_WAIT, AFFINITY_PASS_TIME, AFFINITY_PASSES, Passes, Waiter, affinity};
+    use crate::fast_map::FastMap;
 
     let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
     let now = Instant::now();

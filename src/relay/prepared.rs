@@ -3,7 +3,6 @@
 //! so the same SQL is parsed once per server connection whichever client sent it, and re-Parsed
 //! lazily on a server connection that lacks it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
@@ -11,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::backend::conn::ServerConn;
+use crate::fast_map::FastMap;
 use crate::guard::Verdict;
 
 /// A statement as the server knows it.
@@ -45,7 +45,7 @@ impl Eq for Prepared {}
 /// The client's statement names.
 #[derive(Debug, Default)]
 pub(crate) struct Statements {
-    map: HashMap<Box<[u8]>, Arc<Prepared>>,
+    map: FastMap<Box<[u8]>, Arc<Prepared>>,
 }
 
 /// Splits a C string off the front of `body`: (string, rest).
