@@ -534,12 +534,29 @@ fi
 # ---------------------------------------------------------------- report
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) printf "%.0f", a[(NR + 1) / 2]; else printf "%.0f", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b}'; }
+# The median of the per-repetition ratios of two tps lists (same order: repetition 1, 2, ...).
+# Both runs of a repetition are at most a few minutes apart, so this ratio is less exposed
+# than the ratio of medians to the machine's drift over the whole run.
+paired() {
+    local -a a b
+    local i
+    read -r -a a <<<"$1"
+    read -r -a b <<<"$2"
+    ((${#a[@]} > 0 && ${#a[@]} == ${#b[@]})) || { echo "-"; return; }
+    for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[i]} ${b[i]}"; done |
+        awk '$2 > 0 {printf "%.6f\n", $1 / $2}' | sort -g |
+        awk '{v[NR] = $1} END {if (NR == 0) print "-"; else printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+# One ratio cell of the report: numerator target, denominator target, for the row's $proto and
+# $c, with the row's medians in M.
+cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-}" "${TPS["$proto $c $2"]:-}"))"; }
 
 {
     echo "### $SCRIPT_DESC TPS, median of $REPEAT x ${DURATION}s runs"
     echo
     echo "Command: \`$CMDLINE\`  "
     echo "Each run: \`pgbench --no-vacuum ${SCRIPT_ARGS[*]:+${SCRIPT_ARGS[*]} }-M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode (pgbouncer-session: PgBouncer in session mode) with $POOL server connections; targets interleaved within each repetition, in reverse order every other repetition.  "
+    echo "Ratios: of the medians, and in brackets the median of the per-repetition ratios.  "
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC."
     echo
     header="| protocol | clients |"; sep="|---|---:|"
@@ -561,16 +578,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) prin
             declare -A M=()
             row="| $proto | $c |"
             for t in $TARGETS; do M[$t]=$(median <<<"${TPS["$proto $c $t"]:-}"); row+=" ${M[$t]} |"; done
-            if has pgbouncer && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer]}") |"; fi
-            if has pgbouncer-session && has pgtenant-db; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgbouncer-session]}") |"; fi
-            if has pgbouncer-session && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer-session]}") |"; fi
-            if has pgbouncer && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgbouncer]}") |"; fi
-            if has pgtenant-db && has pgtenant-shared; then row+=" $(ratio "${M[pgtenant-shared]}" "${M[pgtenant-db]}") |"; fi
-            if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db]}") |"; fi
-            if has pgtenant-db-split && has pgtenant-shared-mix; then row+=" $(ratio "${M[pgtenant-shared-mix]}" "${M[pgtenant-db-split]}") |"; fi
-            if has pgtenant-db && has pgtenant-db-base; then row+=" $(ratio "${M[pgtenant-db]}" "${M[pgtenant-db-base]}") |"; fi
-            if has pgtenant-db && has pgtenant-db-storm; then row+=" $(ratio "${M[pgtenant-db-storm]}" "${M[pgtenant-db]}") |"; fi
-            if has pgbouncer && has pgbouncer-storm; then row+=" $(ratio "${M[pgbouncer-storm]}" "${M[pgbouncer]}") |"; fi
+            if has pgbouncer && has pgtenant-db; then row+=" $(cell pgtenant-db pgbouncer) |"; fi
+            if has pgbouncer-session && has pgtenant-db; then row+=" $(cell pgtenant-db pgbouncer-session) |"; fi
+            if has pgbouncer-session && has pgtenant-shared; then row+=" $(cell pgtenant-shared pgbouncer-session) |"; fi
+            if has pgbouncer && has pgtenant-shared; then row+=" $(cell pgtenant-shared pgbouncer) |"; fi
+            if has pgtenant-db && has pgtenant-shared; then row+=" $(cell pgtenant-shared pgtenant-db) |"; fi
+            if has pgtenant-db && has pgtenant-shared-mix; then row+=" $(cell pgtenant-shared-mix pgtenant-db) |"; fi
+            if has pgtenant-db-split && has pgtenant-shared-mix; then row+=" $(cell pgtenant-shared-mix pgtenant-db-split) |"; fi
+            if has pgtenant-db && has pgtenant-db-base; then row+=" $(cell pgtenant-db pgtenant-db-base) |"; fi
+            if has pgtenant-db && has pgtenant-db-storm; then row+=" $(cell pgtenant-db-storm pgtenant-db) |"; fi
+            if has pgbouncer && has pgbouncer-storm; then row+=" $(cell pgbouncer-storm pgbouncer) |"; fi
             echo "$row"
             unset M
         done
