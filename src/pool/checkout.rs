@@ -3,6 +3,7 @@
 //! next waiter.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Pool;
 use super::pooled::Pooled;
@@ -13,15 +14,28 @@ pub(crate) struct Checkout {
     tenant: Arc<str>,
     /// `None` only once released.
     conn: Option<Pooled>,
+    granted_at: Instant,
 }
 
 impl Checkout {
-    pub(super) fn new(pool: Arc<Pool>, tenant: Arc<str>, conn: Pooled) -> Self {
+    pub(super) fn new(
+        pool: Arc<Pool>,
+        tenant: Arc<str>,
+        conn: Pooled,
+        granted_at: Instant,
+    ) -> Self {
         Self {
             pool,
             tenant,
             conn: Some(conn),
+            granted_at,
         }
+    }
+
+    /// When the connection was handed over: the time the checkout began unless it had to
+    /// wait or connect.
+    pub(crate) fn granted_at(&self) -> Instant {
+        self.granted_at
     }
 
     pub(crate) fn conn(&mut self) -> &mut ServerConn {
@@ -41,9 +55,14 @@ impl Checkout {
     }
 
     /// Returns a clean, idle connection to the pool.
-    pub(crate) fn release(mut self) {
+    pub(crate) fn release(self) {
+        self.release_at(Instant::now());
+    }
+
+    /// [`Checkout::release`] of a connection last used at `last_used` (a time read already).
+    pub(crate) fn release_at(mut self, last_used: Instant) {
         if let Some(conn) = self.conn.take() {
-            self.pool.release(conn, &self.tenant);
+            self.pool.release(conn, &self.tenant, last_used);
         }
     }
 }

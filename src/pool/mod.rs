@@ -360,8 +360,17 @@ impl Pool {
         self: &Arc<Self>,
         tenant: &Arc<str>,
     ) -> Result<Checkout, PoolError> {
+        self.checkout_at(tenant, Instant::now()).await
+    }
+
+    /// [`Pool::checkout`] for a client that read the clock when it began waiting (`since`):
+    /// the checkout reads it again only if it has to wait or connect.
+    pub(crate) async fn checkout_at(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+        since: Instant,
+    ) -> Result<Checkout, PoolError> {
         let settings = self.common.settings();
-        let since = Instant::now();
         let deadline = since + settings.query_wait_timeout;
         let (id, granted) = {
             let mut st = self.lock();
@@ -390,6 +399,7 @@ impl Pool {
                 (id, Err(rx))
             }
         };
+        let mut granted_at = None;
         let slot = match granted {
             Ok(slot) => slot,
             Err(rx) => {
@@ -404,6 +414,7 @@ impl Pool {
                 match (&mut wait.rx).await {
                     Ok(slot) => {
                         wait.received = true;
+                        granted_at = Some(Instant::now());
                         slot
                     }
                     Err(_) => return Err(self.wait_timeout(&settings)),
@@ -424,11 +435,17 @@ impl Pool {
                 };
                 let conn = self.open(tenant, deadline, &settings).await?;
                 pending.settle();
+                granted_at = Some(Instant::now());
                 conn
             }
         };
         self.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok(Checkout::new(self.clone(), tenant.clone(), conn))
+        Ok(Checkout::new(
+            self.clone(),
+            tenant.clone(),
+            conn,
+            granted_at.unwrap_or(since),
+        ))
     }
 
     /// Times out waiters: one task per pool while anyone waits, asleep until the earliest
@@ -498,8 +515,15 @@ impl Pool {
         if st.queue.is_empty() || st.slots >= st.size {
             return;
         }
+        self.dispatch_at(st, Instant::now());
+    }
+
+    /// [`Pool::dispatch`] with the time now read already.
+    fn dispatch_at(&self, st: &mut State, now: Instant) {
+        if st.queue.is_empty() || st.slots >= st.size {
+            return;
+        }
         let settings = self.common.settings();
-        let now = Instant::now();
         while st.slots < st.size {
             let next = {
                 let State {
@@ -609,7 +633,8 @@ impl Pool {
         now: Instant,
         settings: &PoolSettings,
     ) -> Option<Pooled> {
-        let generation = self.shard.generation();
+        let retirement = Retirement::new(now, settings, self.shard.generation());
+        let check_before = now.checked_sub(LIVENESS_CHECK_AFTER);
         loop {
             let own = st.idle.iter().rposition(
                 |c| matches!(&c.conn().state, SessionState::UsedBy(t) if **t == *tenant),
@@ -618,13 +643,11 @@ impl Pool {
                 Some(i) => st.idle.remove(i),
                 None => st.idle.pop()?,
             };
-            if retired(&conn, now, settings, generation) {
+            if retirement.retires(&conn) {
                 continue;
             }
             // A connection back in the pool a moment ago is not worth a syscall to check.
-            if now.duration_since(conn.conn().last_used) >= LIVENESS_CHECK_AFTER
-                && !still_open(&conn)
-            {
+            if check_before.is_some_and(|t| conn.conn().last_used <= t) && !still_open(&conn) {
                 continue;
             }
             return Some(conn);
@@ -635,21 +658,18 @@ impl Pool {
     /// or to the idle list (and from there to the next waiter); closed instead if it is
     /// retired, the pool shrank, the shard is down, or another pool of the shard waits for
     /// room.
-    fn release(&self, mut conn: Pooled, tenant: &str) {
+    /// `now`: when the connection was last used (its last transaction ended).
+    fn release(&self, mut conn: Pooled, tenant: &str, now: Instant) {
         let settings = self.common.settings();
-        let now = Instant::now();
         conn.conn_mut().last_used = now;
         conn.entry.mark_idle(now);
-        let generation = self.shard.generation();
+        let retirement = Retirement::new(now, &settings, self.shard.generation());
         let mut close = None;
         {
             let mut st = self.lock();
             st.unhold(tenant);
             st.last_used = now;
-            if retired(&conn, now, &settings, generation)
-                || !self.shard.is_up()
-                || !st.room_for_idle()
-            {
+            if retirement.retires(&conn) || !self.shard.is_up() || !st.room_for_idle() {
                 close = Some(conn);
             } else {
                 match self.shard.handoff(&self.key, conn) {
@@ -658,7 +678,7 @@ impl Pool {
                     Handoff::Close(conn) => close = Some(conn),
                 }
             }
-            self.dispatch(&mut st);
+            self.dispatch_at(&mut st, now);
         }
         drop(close);
     }
@@ -735,13 +755,12 @@ impl Pool {
     /// Closes idle connections past `server_idle_timeout` or their `server_lifetime`.
     fn evict_expired(&self) {
         let settings = self.common.settings();
-        let generation = self.shard.generation();
-        let now = Instant::now();
+        let retirement = Retirement::new(Instant::now(), &settings, self.shard.generation());
         let expired: Vec<Pooled> = {
             let mut st = self.lock();
             let (keep, expired) = std::mem::take(&mut st.idle)
                 .into_iter()
-                .partition(|c| !retired(c, now, &settings, generation));
+                .partition(|c| !retirement.retires(c));
             st.idle = keep;
             expired
         };
@@ -782,11 +801,31 @@ impl Pool {
     }
 }
 
-/// Past its (jittered) lifetime, idle too long, or opened to a shard target since replaced.
-fn retired(conn: &Pooled, now: Instant, settings: &PoolSettings, generation: u64) -> bool {
-    conn.generation != generation
-        || now.duration_since(conn.conn().created) >= conn.lifetime(settings.server_lifetime)
-        || now.duration_since(conn.conn().last_used) >= settings.server_idle_timeout
+/// What retires a connection at one moment, worked out once for a pass over connections:
+/// past its (jittered) lifetime, idle too long, or opened to a shard target since replaced.
+struct Retirement {
+    now: Instant,
+    lifetime: Duration,
+    /// Idle since this time or earlier is too long (`None`: nothing is, yet).
+    idle_before: Option<Instant>,
+    generation: u64,
+}
+
+impl Retirement {
+    fn new(now: Instant, settings: &PoolSettings, generation: u64) -> Retirement {
+        Retirement {
+            now,
+            lifetime: settings.server_lifetime,
+            idle_before: now.checked_sub(settings.server_idle_timeout),
+            generation,
+        }
+    }
+
+    fn retires(&self, conn: &Pooled) -> bool {
+        conn.generation != self.generation
+            || conn.expired(self.now, self.lifetime)
+            || self.idle_before.is_some_and(|t| conn.conn().last_used <= t)
+    }
 }
 
 /// A checkout queued for a slot; dropping it (timeout, client gone) leaves the queue, and

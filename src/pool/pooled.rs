@@ -6,8 +6,9 @@
 //! server has let go of the backend by then, so a shard never sees more connections than
 //! `max_shard_connections`, not even for the moment a backend takes to exit.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,6 +31,9 @@ pub(super) struct Pooled {
     pub(super) generation: u64,
     /// Drawn once in [0.9, 1.1]: the connection lives this many `server_lifetime`s.
     lifetime_factor: f64,
+    /// The `server_lifetime` its expiry was last worked out for, and that expiry (`None`:
+    /// never): the setting changes only on reload, the check runs on every checkout.
+    expiry: Cell<Option<(Duration, Option<Instant>)>>,
     registry: Arc<Registry>,
 }
 
@@ -51,6 +55,7 @@ impl Pooled {
             entry,
             generation,
             lifetime_factor: lifetime_factor(),
+            expiry: Cell::new(None),
             registry: registry.clone(),
         }
     }
@@ -72,6 +77,22 @@ impl Pooled {
     /// This connection's `server_lifetime`, jittered.
     pub(super) fn lifetime(&self, server_lifetime: Duration) -> Duration {
         server_lifetime.mul_f64(self.lifetime_factor)
+    }
+
+    /// True once it has lived its jittered `server_lifetime`.
+    pub(super) fn expired(&self, now: Instant, server_lifetime: Duration) -> bool {
+        let at = match self.expiry.get() {
+            Some((lifetime, at)) if lifetime == server_lifetime => at,
+            _ => {
+                let at = self
+                    .conn()
+                    .created
+                    .checked_add(self.lifetime(server_lifetime));
+                self.expiry.set(Some((server_lifetime, at)));
+                at
+            }
+        };
+        at.is_some_and(|at| now >= at)
     }
 
     /// Closes the connection and waits until the server has, keeping the budget share for a

@@ -383,6 +383,20 @@ async fn lifetimes_are_jittered() {
         "{lifetimes:?}"
     );
     assert!(lifetimes.windows(2).any(|w| w[0] != w[1]), "{lifetimes:?}");
+
+    // Expiry follows the jittered lifetime, and a reloaded `server_lifetime` is taken up.
+    let c = held[0].pooled();
+    let created = c.conn().created;
+    let lifetime = lifetimes[0];
+    assert!(!c.expired(created + lifetime - Duration::from_millis(1), hour));
+    assert!(c.expired(created + lifetime, hour));
+    assert!(
+        !c.expired(created + lifetime, hour * 2),
+        "a longer lifetime after reload"
+    );
+    let past_half = created + lifetime / 2 + Duration::from_millis(1);
+    assert!(c.expired(past_half, hour / 2), "a shorter one");
+    assert!(!c.expired(past_half, hour), "and back");
 }
 
 /// The affinity rule of `dispatch`: a released connection goes to a waiter of the tenant it

@@ -16,12 +16,10 @@ use pg_query::NodeEnum;
 use pg_query::protobuf::Token;
 
 /// The statement name of `sql` if it is a single `DEALLOCATE [PREPARE] name` (not `ALL`).
-/// `sql` is the Query body: the text, possibly followed by its terminating NUL.
-pub(crate) fn statement_name(sql: &[u8]) -> Option<String> {
+/// `sql` is the Query body: the text, possibly followed by its terminating NUL; the caller
+/// asks only about a text that mentions `deallocate` ([`super::taint::Words`]).
+pub(crate) fn named(sql: &[u8]) -> Option<String> {
     let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
-    if !super::taint::mentions_word(sql, b"deallocate") {
-        return None;
-    }
     let text = std::str::from_utf8(sql).ok()?;
     if !single_deallocate_tokens(text) {
         return None;
@@ -78,6 +76,15 @@ pub(crate) fn write_ready(out: &mut BytesMut, status: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the relay asks: `deallocate` is mentioned, and the text names one statement.
+    fn statement_name(sql: &[u8]) -> Option<String> {
+        let text = sql.strip_suffix(b"\0").unwrap_or(sql);
+        crate::relay::taint::Words::of(text)
+            .deallocate
+            .then(|| named(sql))
+            .flatten()
+    }
 
     #[test]
     fn names_as_postgresql_resolves_them() {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod deallocate;
 mod expect;
@@ -24,6 +24,7 @@ mod taint;
 use expect::{Expect, Expected};
 use prepared::{Prepared, Statements, cstr};
 use stale::StalePlans;
+use taint::Words;
 
 use crate::backend::conn::{ServerConn, SessionState};
 use crate::config::PoolMode;
@@ -164,8 +165,12 @@ struct Relay {
     tally: Tally,
     /// Statements the guard refused since the last flush.
     refused: u64,
-    /// When the running transaction's first client message was seen.
+    /// When the running transaction's first client message was seen (for a message that
+    /// waited for a server connection: when the connection was granted).
     xact_start: Option<Instant>,
+    /// When the last transaction ended, if none has started since: the time its server
+    /// connection was last used, for the release.
+    ended_at: Option<Instant>,
     /// The tenant's statistics (transaction durations are recorded as they end).
     stats: Arc<TenantStats>,
     /// Whole-session totals (for the disconnect log line).
@@ -240,6 +245,7 @@ impl Relay {
             tally: Tally::default(),
             refused: 0,
             xact_start: None,
+            ended_at: None,
             stats,
             totals: Totals::default(),
             idle_timeout: Duration::ZERO,
@@ -381,7 +387,13 @@ impl Relay {
     /// Prepares a freshly checked-out server: reset if another tenant (or a session-mode
     /// client) used it, then the route's setup statement. Queued ahead of the client's bytes,
     /// so it costs no round trip.
-    fn attach(&mut self, conn: &mut ServerConn, route: &Route) {
+    /// `started`: when the client message waiting for this connection started its
+    /// transaction (`None`: no message waits).
+    fn attach(&mut self, conn: &mut ServerConn, route: &Route, started: Option<Instant>) {
+        if started.is_some() && self.xact_start.is_none() {
+            self.xact_start = started;
+            self.ended_at = None;
+        }
         let foreign = match &conn.state {
             SessionState::Clean => false,
             SessionState::UsedBy(t) => **t != *route.tenant,
@@ -600,8 +612,12 @@ impl Relay {
                     }
                     None => None,
                 };
-                if self.guard.is_none()
-                    && self.transaction_mode
+                let words = match self.guard {
+                    None => Some(Words::of(cstr(after).ok_or_else(malformed)?.0)),
+                    Some(_) => None,
+                };
+                if self.transaction_mode
+                    && words.is_some_and(|w| w.listen)
                     && listen::is_listen(cstr(after).ok_or_else(malformed)?.0)
                 {
                     self.refuse(tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
@@ -613,7 +629,7 @@ impl Relay {
                     conn.context = None;
                 }
                 // Guarded sessions apply the verdict's effects (drops included) at Bind.
-                let drops = self.guard.is_none() && taint::may_drop_statements(after);
+                let drops = words.is_some_and(Words::drops);
                 if name.is_empty() {
                     self.unnamed_taints = taints;
                     self.unnamed_drops = drops;
@@ -783,6 +799,7 @@ impl Relay {
             }
             if self.xact_start.is_none() {
                 self.xact_start = Some(Instant::now());
+                self.ended_at = None;
             }
             if self.guard.is_some()
                 && matches!(
@@ -816,15 +833,18 @@ impl Relay {
                     }
                     self.tally.queries += 1;
                     self.unnamed_here = false;
-                    let (own_statement, listen) = if whole {
+                    let (own_statement, listen, words) = if whole {
                         let body = &self.cin[Header::SIZE..h.total()];
                         let text = cstr(body).map_or(body, |(t, _)| t);
-                        let listen = self.guard.is_none()
+                        let words = Words::of(text);
+                        let listen = words.listen
+                            && self.guard.is_none()
                             && self.transaction_mode
                             && listen::is_listen(text);
-                        (deallocate::statement_name(text), listen)
+                        let own = words.deallocate.then(|| deallocate::named(text)).flatten();
+                        (own, listen, Some(words))
                     } else {
-                        (None, false)
+                        (None, false, None)
                     };
                     if self.deallocate_own(own_statement) {
                         forward = false;
@@ -863,9 +883,9 @@ impl Relay {
                                 }
                             }
                             None => {
-                                if whole {
+                                if let Some(words) = words {
                                     let text = &self.cin[Header::SIZE..h.total()];
-                                    if taint::may_drop_statements(text) {
+                                    if words.drops() {
                                         prepared::forget_all(conn);
                                     }
                                     if self.track_context && taint::may_change_settings(text) {
@@ -1004,7 +1024,9 @@ impl Relay {
     fn transaction_ended(&mut self) {
         self.tally.transactions += 1;
         if let Some(start) = self.xact_start.take() {
-            TenantStats::transaction(&mut self.tally, start.elapsed());
+            let now = Instant::now();
+            TenantStats::transaction(&mut self.tally, now.saturating_duration_since(start));
+            self.ended_at = Some(now);
         }
     }
 
@@ -1187,7 +1209,7 @@ pub(crate) async fn run(
         login.params.clone(),
         shared.stale_plans.clone(),
     );
-    let outcome = session(shared, stream, login, control, &mut relay).await;
+    let outcome = split_session(shared, stream, login, control, &mut relay).await;
     relay.flush_stats();
     if let Some(kind) = outcome.error_kind() {
         shared.metrics.error(Some(&control.who.tenant), kind);
@@ -1195,13 +1217,39 @@ pub(crate) async fn run(
     (outcome, relay.totals)
 }
 
-async fn session(
+/// Splits the client's stream for [`session`]: a plain TCP stream into borrowed halves,
+/// which read and write without the lock that `tokio::io::split` takes on every call.
+async fn split_session(
     shared: &Shared,
     stream: ClientStream,
     login: LoggedIn,
     control: &ClientInfo,
     relay: &mut Relay,
 ) -> Outcome {
+    match stream {
+        ClientStream::Plain(mut tcp) => {
+            let (cr, cw) = tcp.split();
+            session(shared, cr, cw, login, control, relay).await
+        }
+        ClientStream::Tls(tls) => {
+            let (cr, cw) = tokio::io::split(tls);
+            session(shared, cr, cw, login, control, relay).await
+        }
+    }
+}
+
+async fn session<R, W>(
+    shared: &Shared,
+    mut cr: R,
+    mut cw: W,
+    login: LoggedIn,
+    control: &ClientInfo,
+    relay: &mut Relay,
+) -> Outcome
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let LoggedIn {
         mut route,
         mut pool,
@@ -1212,15 +1260,13 @@ async fn session(
         jwt_role,
         ..
     } = login;
-    let (mut cr, mut cw): (ReadHalf<ClientStream>, WriteHalf<ClientStream>) =
-        tokio::io::split(stream);
     let mut snapshot = shared.snapshot();
     relay.lane = control.who.id as usize;
     relay.take_settings(&snapshot.config);
     let mut paused = shared.holds.subscribe();
     let mut attached: Option<Checkout> = first;
     if let Some(c) = attached.as_mut() {
-        relay.attach(c.conn(), &route);
+        relay.attach(c.conn(), &route, None);
         cancel.set(Some(&c.conn().cancel));
         control.set_state(ClientState::Active);
     }
@@ -1248,7 +1294,9 @@ async fn session(
                         return stopped(&mut cw, &mut relay.cout, control).await;
                     }
                     let idle = relay.idle_timeout;
+                    // Biased: polled in order, without drawing a random start each time.
                     tokio::select! {
+                        biased;
                         r = cr.read_buf(&mut relay.cin) => match r {
                             Ok(0) | Err(_) => return Outcome::ClientLeft,
                             Ok(n) => relay.tally.bytes_received += n as u64,
@@ -1304,7 +1352,8 @@ async fn session(
                     }
                 }
                 let checked_out = tokio::select! {
-                    r = pool.checkout(&route.tenant) => r,
+                    biased;
+                    r = pool.checkout_at(&route.tenant, waited) => r,
                     () = control.stop_requested() => {
                         return stopped(&mut cw, &mut relay.cout, control).await;
                     }
@@ -1324,9 +1373,10 @@ async fn session(
                         return Outcome::NoServer(e.to_string());
                     }
                 };
-                TenantStats::waited(&mut relay.tally, waited.elapsed());
+                let granted = c.granted_at();
+                TenantStats::waited(&mut relay.tally, granted.saturating_duration_since(waited));
                 control.set_state(ClientState::Active);
-                relay.attach(c.conn(), &route);
+                relay.attach(c.conn(), &route, Some(granted));
                 cancel.set(Some(&c.conn().cancel));
                 c
             }
@@ -1340,7 +1390,7 @@ async fn session(
                 if route.mode == PoolMode::Session {
                     checkout.conn().needs_reset = true;
                 }
-                checkout.release();
+                checkout.release_at(relay.ended_at.take().unwrap_or_else(Instant::now));
                 relay.flush_stats();
             }
             Pump::ClientGone { clean } => {

@@ -63,9 +63,41 @@ pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
     mentions(sql, &SETTINGS_FIRST, &MARKERS)
 }
 
-/// True if `sql` may drop prepared statements (`DISCARD`, `DEALLOCATE`).
-pub(crate) fn may_drop_statements(sql: &[u8]) -> bool {
-    DROPS.iter().any(|w| mentions_word(sql, w))
+/// The words the relay acts on that a statement text mentions, found in two passes (one
+/// per first letter) instead of one per word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Words {
+    pub(crate) listen: bool,
+    pub(crate) discard: bool,
+    pub(crate) deallocate: bool,
+}
+
+impl Words {
+    pub(crate) fn of(sql: &[u8]) -> Words {
+        let mut w = Words {
+            listen: mentions_word(sql, b"listen"),
+            discard: false,
+            deallocate: false,
+        };
+        let [discard, deallocate] = DROPS;
+        for i in memchr::memchr2_iter(b'd', b'D', sql) {
+            let at = |word: &[u8]| {
+                sql.get(i..i + word.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(word))
+            };
+            w.discard |= at(discard);
+            w.deallocate |= at(deallocate);
+            if w.discard && w.deallocate {
+                break;
+            }
+        }
+        w
+    }
+
+    /// It may drop prepared statements.
+    pub(crate) fn drops(self) -> bool {
+        self.discard || self.deallocate
+    }
 }
 
 #[cfg(test)]
@@ -96,12 +128,29 @@ mod tests {
         ] {
             assert!(may_change_settings(sql.as_bytes()), "{sql}");
         }
-        assert!(may_drop_statements(b"deallocate all"));
-        assert!(may_drop_statements(b"SELECT 1; DISCARD ALL"));
-        assert!(may_drop_statements(b"DeAllocate"));
-        assert!(!may_drop_statements(b"SELECT 1"));
-        assert!(!may_drop_statements(b"SELECT discar"));
+        assert!(Words::of(b"deallocate all").drops());
+        assert!(Words::of(b"SELECT 1; DISCARD ALL").drops());
+        assert!(Words::of(b"DeAllocate").drops());
+        assert!(!Words::of(b"SELECT 1").drops());
+        assert!(!Words::of(b"SELECT discar").drops());
         assert!(mentions_word(b"/* x */ DeAlLoCaTe s1", b"deallocate"));
+        assert_eq!(
+            Words::of(b"Listen x; discard all; DEALLOCATE s"),
+            Words {
+                listen: true,
+                discard: true,
+                deallocate: true
+            }
+        );
+        assert_eq!(
+            Words::of(b"SELECT d, listn, discar, dealloc FROM t"),
+            Words {
+                listen: false,
+                discard: false,
+                deallocate: false
+            }
+        );
+        assert!(Words::of(b"select 1; DISCARD PLANS").drops());
         assert!(mentions_word(b"LISTEN", b"listen"));
         assert!(!mentions_word(b"listn", b"listen"));
     }
