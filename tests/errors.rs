@@ -277,3 +277,56 @@ async fn a_terminated_server_connection_fails_only_its_client() {
     assert_eq!(item_names(&again).await, ["row"]);
     proxy.shutdown().await;
 }
+
+/// A Parse whose statement text lacks its terminator gets `08P01` from pgtenant itself, in
+/// session mode as in transaction mode (PostgreSQL would end its session over it, and say
+/// "invalid string in message"), and the tenant's next client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unterminated_parse_text_gets_08p01_from_pgtenant() {
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::AsyncWriteExt;
+    for mode in ["transaction", "session"] {
+        let db = unique("erp_badparse");
+        create_db(&db, "");
+        let extra = format!("pool_mode = \"{mode}\"\npool_size = 1");
+        let proxy = start_proxy(&config_text(&tenant_toml("acme", "database", &db, &extra))).await;
+        let mut s = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("tcp");
+        let mut buf = bytes::BytesMut::new();
+        raw_login(&mut s, &mut buf, "app.acme", Some("acme")).await;
+        // Parse: unnamed statement, then a text without its NUL, then Sync.
+        let body = b"\0SELECT 1";
+        let mut msg = vec![b'P'];
+        msg.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+        msg.extend_from_slice(body);
+        msg.extend_from_slice(b"S\0\0\0\x04");
+        s.write_all(&msg).await.expect("write");
+        let (code, message) = loop {
+            if let Message::ErrorResponse(e) = read_msg(&mut s, &mut buf).await {
+                let mut fields = e.fields();
+                let (mut code, mut message) = (String::new(), String::new());
+                while let Some(f) =
+                    fallible_iterator::FallibleIterator::next(&mut fields).expect("fields")
+                {
+                    match f.type_() {
+                        b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        _ => {}
+                    }
+                }
+                break (code, message);
+            }
+        };
+        assert_eq!(code, "08P01", "{mode}: {message}");
+        assert!(
+            message.contains("malformed 'P' message"),
+            "{mode}: {message}"
+        );
+        drop(s);
+        let client = connect(&proxy, "app.acme", "acme").await;
+        let rows = client.simple_query("SELECT 1").await.expect("next client");
+        assert!(!rows.is_empty(), "{mode}");
+        proxy.shutdown().await;
+    }
+}

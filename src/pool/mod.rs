@@ -657,8 +657,7 @@ impl Pool {
     /// Returns a clean connection: to a checkout of this pool waiting for the shard's budget
     /// or to the idle list (and from there to the next waiter); closed instead if it is
     /// retired, the pool shrank, the shard is down, or another pool of the shard waits for
-    /// room.
-    /// `now`: when the connection was last used (its last transaction ended).
+    /// room. `now`: when the connection was last used (its last transaction ended).
     fn release(&self, mut conn: Pooled, tenant: &str, now: Instant) {
         let settings = self.common.settings();
         conn.conn_mut().last_used = now;

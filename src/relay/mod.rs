@@ -612,6 +612,9 @@ impl Relay {
                     }
                     None => None,
                 };
+                // A statement text without its terminator is refused here, whatever the
+                // mode: forwarded, it would cost the server connection (PostgreSQL ends a
+                // session on a malformed message).
                 let words = match self.guard {
                     None => Some(Words::of(cstr(after).ok_or_else(malformed)?.0)),
                     Some(_) => None,
