@@ -50,7 +50,8 @@ pub(crate) struct Statements {
 
 /// Splits a C string off the front of `body`: (string, rest).
 pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = body.iter().position(|b| *b == 0)?;
+    // memchr: a statement text is searched for its terminator on every Parse and Query.
+    let end = memchr::memchr(0, body)?;
     Some((&body[..end], &body[end + 1..]))
 }
 
