@@ -167,6 +167,19 @@ impl Expected {
         ended
     }
 
+    /// An entry [`Expected::drain_fakes`] answers is at the head of the queue.
+    pub(crate) fn fake_at_head(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(
+                Expect::FakeParseComplete
+                    | Expect::FakeCloseComplete
+                    | Expect::FakeDeallocate
+                    | Expect::CopyEnd
+            )
+        )
+    }
+
     /// The client's statement a Bind or Describe at the head of the queue names: what an
     /// ErrorResponse arriving now is about.
     pub(crate) fn head_statement(&self) -> Option<&Arc<Prepared>> {

@@ -6,8 +6,10 @@
 //! `ReadyForQuery` and the replies to pgtenant's own setup statements. No config lookups and no
 //! locks across `.await` here.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -951,49 +953,56 @@ impl Relay {
     }
 
     /// Moves scanned server bytes to `cout`, hiding replies to pgtenant's own requests and
-    /// placing replies pgtenant gives itself.
+    /// placing replies pgtenant gives itself. Forwarded messages that follow each other go
+    /// to `cout` in one copy: `sin[from..pos]` is scanned and still to be forwarded.
     fn scan_server(&mut self, conn: &mut ServerConn) -> Result<(), Pump> {
-        loop {
+        let mut from = 0;
+        let mut pos = 0;
+        let result = loop {
             if self.s_rem > 0 {
-                let n = self.s_rem.min(self.sin.len());
+                let n = self.s_rem.min(self.sin.len() - pos);
                 if n == 0 {
-                    return Ok(());
+                    break Ok(());
                 }
-                if !self.s_hide {
-                    self.cout.extend_from_slice(&self.sin[..n]);
+                if self.s_hide {
+                    self.forward_span(&mut from, pos);
+                    from += n;
                 }
-                self.sin.advance(n);
+                pos += n;
                 self.s_rem -= n;
                 if self.s_rem == 0 {
-                    self.drain_fakes();
+                    self.drain_fakes_after(&mut from, pos);
                 }
                 continue;
             }
-            let Some(h) = Header::parse(&self.sin) else {
-                return Ok(());
+            let Some(h) = Header::parse(&self.sin[pos..]) else {
+                break Ok(());
             };
             if !h.is_valid() {
-                return Err(Pump::ServerLost(format!(
+                break Err(Pump::ServerLost(format!(
                     "invalid message length {} from server",
                     h.len
                 )));
             }
+            let available = self.sin.len() - pos;
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
-            if whole && self.sin.len() < h.total() {
-                return Ok(());
+            if whole && available < h.total() {
+                break Ok(());
             }
             if h.tag == backend::ERROR_RESPONSE
                 && let Some(p) = self.expected.head_statement()
-                && stale::is_stale_plan_error(&self.sin[..h.total()])
+                && stale::is_stale_plan_error(&self.sin[pos..pos + h.total()])
             {
                 let p = p.clone();
                 self.plan_went_stale(conn, &p);
             }
             match self.expected.on_server_message(h.tag, &mut self.dropped) {
                 expect::Route::SetupFailed => {
-                    return Err(Pump::SetupFailed(self.sin.split_to(h.total()).freeze()));
+                    let error = Bytes::copy_from_slice(&self.sin[pos..pos + h.total()]);
+                    break Err(Pump::SetupFailed(error));
                 }
                 expect::Route::Replace(error) => {
+                    self.forward_span(&mut from, pos);
                     self.cout.extend_from_slice(&error);
                     self.s_hide = true;
                 }
@@ -1004,22 +1013,43 @@ impl Relay {
                 conn.prepared.remove(&name);
             }
             if h.tag == backend::READY_FOR_QUERY
-                && let Some(status) = messages::ready_status(&self.sin[..h.total()])
+                && let Some(status) = messages::ready_status(&self.sin[pos..pos + h.total()])
             {
                 self.status = status;
                 if status == b'I' && !self.s_hide {
                     self.transaction_ended();
                 }
             }
-            let n = h.total().min(self.sin.len());
-            if !self.s_hide {
-                self.cout.extend_from_slice(&self.sin[..n]);
+            let n = h.total().min(available);
+            if self.s_hide {
+                self.forward_span(&mut from, pos);
+                from += n;
             }
-            self.sin.advance(n);
+            pos += n;
             self.s_rem = h.total() - n;
             if self.s_rem == 0 {
-                self.drain_fakes();
+                self.drain_fakes_after(&mut from, pos);
             }
+        };
+        self.forward_span(&mut from, pos);
+        self.sin.advance(pos);
+        result
+    }
+
+    /// Copies the scanned server bytes `sin[from..to]` to `cout`; `from` moves to `to`.
+    fn forward_span(&mut self, from: &mut usize, to: usize) {
+        if *from < to {
+            self.cout.extend_from_slice(&self.sin[*from..to]);
+        }
+        *from = to;
+    }
+
+    /// [`Relay::drain_fakes`] after a server message ends at `sin[pos]`: the forwarded bytes
+    /// before it go first.
+    fn drain_fakes_after(&mut self, from: &mut usize, pos: usize) {
+        if self.expected.fake_at_head() {
+            self.forward_span(from, pos);
+            self.drain_fakes();
         }
     }
 
@@ -1056,6 +1086,43 @@ impl Relay {
         (!limit.is_zero()).then_some((limit, in_transaction))
     }
 
+    /// Writes what is queued for the server at once if its socket takes it, which saves a
+    /// turn of the relay's `select!`; what it does not take waits for that loop.
+    fn send_to_server(&mut self, conn: &ServerConn) -> Result<(), Pump> {
+        if self.sout.is_empty() {
+            return Ok(());
+        }
+        match conn.stream.try_write(&self.sout) {
+            Ok(0) => Err(Pump::ServerLost("server closed the connection".into())),
+            Ok(n) => {
+                self.sout.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(Pump::ServerLost(e.to_string())),
+        }
+    }
+
+    /// [`Relay::send_to_server`] for the client: one write attempt, no waiting.
+    async fn send_to_client<W: AsyncWrite + Unpin>(&mut self, cw: &mut W) -> Result<(), Pump> {
+        if self.cout.is_empty() {
+            return Ok(());
+        }
+        let cout = &self.cout;
+        let attempt =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *cw).poll_write(cx, cout))).await;
+        match attempt {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(0)) => Err(Pump::ClientGone { clean: false }),
+            Poll::Ready(Ok(n)) => {
+                self.cout.advance(n);
+                self.tally.bytes_sent += n as u64;
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => Err(Pump::ClientIo(e.to_string())),
+        }
+    }
+
     /// Relays between the client and one server connection until the attachment ends.
     async fn pump<R, W>(
         &mut self,
@@ -1071,6 +1138,9 @@ impl Relay {
     {
         if let Err(e) = self.scan_client(conn) {
             return Pump::Protocol(e);
+        }
+        if let Err(p) = self.send_to_server(conn) {
+            return p;
         }
         loop {
             let stop = control.stop();
@@ -1125,6 +1195,9 @@ impl Relay {
                             if let Err(p) = self.scan_server(conn) {
                                 return p;
                             }
+                            if let Err(p) = self.send_to_client(cw).await {
+                                return p;
+                            }
                         }
                         Err(e) => return Pump::ServerLost(e.to_string()),
                     }
@@ -1141,6 +1214,9 @@ impl Relay {
                             self.tally.bytes_received += n as u64;
                             if let Err(e) = self.scan_client(conn) {
                                 return Pump::Protocol(e);
+                            }
+                            if let Err(p) = self.send_to_server(conn) {
+                                return p;
                             }
                         }
                     }
