@@ -1195,7 +1195,11 @@ impl Relay {
                             if let Err(p) = self.scan_server(conn) {
                                 return p;
                             }
-                            if let Err(p) = self.send_to_client(cw).await {
+                            // At the end of a transaction in transaction mode the server
+                            // connection goes back to the pool first: the session writes
+                            // the reply after the release.
+                            let releasing = mode == PoolMode::Transaction && self.at_boundary();
+                            if !releasing && let Err(p) = self.send_to_client(cw).await {
                                 return p;
                             }
                         }
