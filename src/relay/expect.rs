@@ -73,6 +73,17 @@ impl Expect {
             Expect::Sync | Expect::Query | Expect::FunctionCall | Expect::HiddenQuery
         )
     }
+
+    /// Entries no server reply answers: [`Expected::drain_fakes`] takes them off the queue.
+    fn is_fake(&self) -> bool {
+        matches!(
+            self,
+            Expect::FakeParseComplete
+                | Expect::FakeCloseComplete
+                | Expect::FakeDeallocate
+                | Expect::CopyEnd
+        )
+    }
 }
 
 /// What to do with one server message.
@@ -169,15 +180,7 @@ impl Expected {
 
     /// An entry [`Expected::drain_fakes`] answers is at the head of the queue.
     pub(crate) fn fake_at_head(&self) -> bool {
-        matches!(
-            self.queue.front(),
-            Some(
-                Expect::FakeParseComplete
-                    | Expect::FakeCloseComplete
-                    | Expect::FakeDeallocate
-                    | Expect::CopyEnd
-            )
-        )
+        self.queue.front().is_some_and(Expect::is_fake)
     }
 
     /// The client's statement a Bind or Describe at the head of the queue names: what an
@@ -305,6 +308,42 @@ mod tests {
     use bytes::BytesMut;
 
     const BIND: Expect = Expect::Bind { statement: None };
+
+    /// `is_fake` (which the relay asks before draining) names exactly the entries
+    /// `drain_fakes` takes off the queue.
+    #[test]
+    fn is_fake_names_what_drain_fakes_takes() {
+        let all = [
+            Expect::Parse { prepared: None },
+            BIND,
+            Expect::Describe { statement: None },
+            Expect::Execute,
+            Expect::Close,
+            Expect::Sync,
+            Expect::Query,
+            Expect::FunctionCall,
+            Expect::HiddenParse {
+                prepared: "s1".into(),
+            },
+            Expect::HiddenClose,
+            Expect::HiddenQuery,
+            Expect::CopyEnd,
+            Expect::FakeParseComplete,
+            Expect::FakeCloseComplete,
+            Expect::FakeDeallocate,
+            Expect::Refused {
+                error: bytes::Bytes::new(),
+                simple: true,
+            },
+        ];
+        for e in all {
+            let mut q = Expected::default();
+            q.queue.push_back(e.clone());
+            assert_eq!(q.fake_at_head(), e.is_fake(), "{e:?}");
+            q.drain_fakes(&mut BytesMut::new(), b'I');
+            assert_eq!(q.is_empty(), e.is_fake(), "{e:?}");
+        }
+    }
 
     #[test]
     fn fake_parse_complete_lands_before_bind_complete() {

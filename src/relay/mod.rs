@@ -1086,6 +1086,31 @@ impl Relay {
         (!limit.is_zero()).then_some((limit, in_transaction))
     }
 
+    /// Accounts for a write of `sout` to the server.
+    fn sent_to_server(&mut self, written: std::io::Result<usize>) -> Result<(), Pump> {
+        match written {
+            Ok(0) => Err(Pump::ServerLost("server closed the connection".into())),
+            Ok(n) => {
+                self.sout.advance(n);
+                Ok(())
+            }
+            Err(e) => Err(Pump::ServerLost(e.to_string())),
+        }
+    }
+
+    /// Accounts for a write of `cout` to the client.
+    fn sent_to_client(&mut self, written: std::io::Result<usize>) -> Result<(), Pump> {
+        match written {
+            Ok(0) => Err(Pump::ClientGone { clean: false }),
+            Ok(n) => {
+                self.cout.advance(n);
+                self.tally.bytes_sent += n as u64;
+                Ok(())
+            }
+            Err(e) => Err(Pump::ClientIo(e.to_string())),
+        }
+    }
+
     /// Writes what is queued for the server at once if its socket takes it, which saves a
     /// turn of the relay's `select!`; what it does not take waits for that loop.
     fn send_to_server(&mut self, conn: &ServerConn) -> Result<(), Pump> {
@@ -1093,13 +1118,8 @@ impl Relay {
             return Ok(());
         }
         match conn.stream.try_write(&self.sout) {
-            Ok(0) => Err(Pump::ServerLost("server closed the connection".into())),
-            Ok(n) => {
-                self.sout.advance(n);
-                Ok(())
-            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(Pump::ServerLost(e.to_string())),
+            written => self.sent_to_server(written),
         }
     }
 
@@ -1113,13 +1133,7 @@ impl Relay {
             std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *cw).poll_write(cx, cout))).await;
         match attempt {
             Poll::Pending => Ok(()),
-            Poll::Ready(Ok(0)) => Err(Pump::ClientGone { clean: false }),
-            Poll::Ready(Ok(n)) => {
-                self.cout.advance(n);
-                self.tally.bytes_sent += n as u64;
-                Ok(())
-            }
-            Poll::Ready(Err(e)) => Err(Pump::ClientIo(e.to_string())),
+            Poll::Ready(written) => self.sent_to_client(written),
         }
     }
 
@@ -1172,20 +1186,13 @@ impl Relay {
                 // `write`, not `write_buf`: one contiguous buffer goes out with send(2), which
                 // costs the kernel less than the writev(2) a vectored write makes.
                 r = sw.write(&self.sout), if !self.sout.is_empty() => {
-                    match r {
-                        Ok(0) => return Pump::ServerLost("server closed the connection".into()),
-                        Ok(n) => self.sout.advance(n),
-                        Err(e) => return Pump::ServerLost(e.to_string()),
+                    if let Err(p) = self.sent_to_server(r) {
+                        return p;
                     }
                 }
                 r = cw.write(&self.cout), if !self.cout.is_empty() => {
-                    match r {
-                        Ok(0) => return Pump::ClientGone { clean: false },
-                        Ok(n) => {
-                            self.cout.advance(n);
-                            self.tally.bytes_sent += n as u64;
-                        }
-                        Err(e) => return Pump::ClientIo(e.to_string()),
+                    if let Err(p) = self.sent_to_client(r) {
+                        return p;
                     }
                 }
                 r = sr.read_buf(&mut self.sin), if self.cout.len() < HIGH_WATER => {

@@ -74,8 +74,7 @@ fn letters_l_or_d(v: u64) -> u64 {
     zero(folded ^ (ONES * u64::from(b'l'))) | zero(folded ^ (ONES * u64::from(b'd')))
 }
 
-/// The words the relay acts on that a statement text mentions, found in two passes (one
-/// per first letter) instead of one per word.
+/// The words the relay acts on that a statement text mentions, found in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Words {
     pub(crate) listen: bool,
