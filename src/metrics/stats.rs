@@ -41,7 +41,14 @@ pub(crate) struct Tally {
     pub(crate) wait_buckets: [u64; WAIT_BUCKETS],
     /// Transactions by [`DURATION_BOUNDS`] bucket (the last: beyond them all).
     pub(crate) duration_buckets: [u64; DURATION_BUCKETS],
+    /// Which buckets may be non-zero: bit `k` for `wait_buckets[k]`, bit
+    /// [`DURATION_BIT`]` + k` for `duration_buckets[k]`. [`TenantStats::add`] visits only
+    /// these instead of every bucket of both histograms.
+    touched: u32,
 }
+
+/// The bit of `duration_buckets[0]` in [`Tally::touched`].
+const DURATION_BIT: usize = 16;
 
 /// Upper bounds (inclusive, microseconds) of the pool wait histogram's buckets.
 pub(crate) const WAIT_BOUNDS: [u64; 12] = [
@@ -76,6 +83,7 @@ fn bucket(bounds: &[u64], micros: u64) -> usize {
 
 const SCALARS: usize = 10;
 const FIELDS: usize = SCALARS + WAIT_BUCKETS + DURATION_BUCKETS;
+const _: () = assert!(WAIT_BUCKETS <= DURATION_BIT && DURATION_BIT + DURATION_BUCKETS <= 32);
 
 impl Tally {
     /// Adds every count of `other` to this one's.
@@ -87,8 +95,9 @@ impl Tally {
         *self = Tally::from_values(v);
     }
 
-    fn values(&self) -> [u64; FIELDS] {
-        let scalars = [
+    /// The counts that are not histogram buckets, in the order of [`Tally::values`].
+    fn scalars(&self) -> [u64; SCALARS] {
+        [
             self.transactions,
             self.queries,
             self.bytes_received,
@@ -99,9 +108,12 @@ impl Tally {
             self.setups,
             self.xact_micros,
             self.wait_micros,
-        ];
+        ]
+    }
+
+    fn values(&self) -> [u64; FIELDS] {
         let mut v = [0; FIELDS];
-        v[..SCALARS].copy_from_slice(&scalars);
+        v[..SCALARS].copy_from_slice(&self.scalars());
         v[SCALARS..SCALARS + WAIT_BUCKETS].copy_from_slice(&self.wait_buckets);
         v[SCALARS + WAIT_BUCKETS..].copy_from_slice(&self.duration_buckets);
         v
@@ -112,6 +124,14 @@ impl Tally {
         wait_buckets.copy_from_slice(&v[SCALARS..SCALARS + WAIT_BUCKETS]);
         let mut duration_buckets = [0; DURATION_BUCKETS];
         duration_buckets.copy_from_slice(&v[SCALARS + WAIT_BUCKETS..]);
+        let bits = |buckets: &[u64], first: usize| {
+            buckets
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n != 0)
+                .fold(0u32, |m, (k, _)| m | 1 << (first + k))
+        };
+        let touched = bits(&wait_buckets, 0) | bits(&duration_buckets, DURATION_BIT);
         Tally {
             transactions: v[0],
             queries: v[1],
@@ -125,6 +145,7 @@ impl Tally {
             wait_micros: v[9],
             wait_buckets,
             duration_buckets,
+            touched,
         }
     }
 }
@@ -153,9 +174,21 @@ impl TenantStats {
     /// clears it.
     pub(crate) fn add(&self, lane: usize, t: &mut Tally) {
         let counters = &self.lanes[lane % LANES].0;
-        for (c, v) in counters.iter().zip(t.values()) {
+        let add = |i: usize, v: u64| {
             if v != 0 {
-                c.fetch_add(v, Ordering::Relaxed);
+                counters[i].fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        for (i, v) in t.scalars().into_iter().enumerate() {
+            add(i, v);
+        }
+        let mut touched = t.touched;
+        while touched != 0 {
+            let k = touched.trailing_zeros() as usize;
+            touched &= touched - 1;
+            match k.checked_sub(DURATION_BIT) {
+                None => add(SCALARS + k, t.wait_buckets[k]),
+                Some(d) => add(SCALARS + WAIT_BUCKETS + d, t.duration_buckets[d]),
             }
         }
         *t = Tally::default();
@@ -164,15 +197,19 @@ impl TenantStats {
     /// A wait for a server connection, into the session's tally.
     pub(crate) fn waited(t: &mut Tally, d: Duration) {
         let micros = d.as_micros() as u64;
+        let k = bucket(&WAIT_BOUNDS, micros);
         t.wait_micros += micros;
-        t.wait_buckets[bucket(&WAIT_BOUNDS, micros)] += 1;
+        t.wait_buckets[k] += 1;
+        t.touched |= 1 << k;
     }
 
     /// A finished transaction's duration, into the session's tally.
     pub(crate) fn transaction(t: &mut Tally, d: Duration) {
         let micros = d.as_micros() as u64;
+        let k = bucket(&DURATION_BOUNDS, micros);
         t.xact_micros += micros;
-        t.duration_buckets[bucket(&DURATION_BOUNDS, micros)] += 1;
+        t.duration_buckets[k] += 1;
+        t.touched |= 1 << (DURATION_BIT + k);
     }
 
     /// The sums over all lanes.
@@ -209,6 +246,34 @@ mod tests {
             (total.transactions, total.queries, total.wait_micros),
             (20, 40, 60)
         );
+    }
+
+    #[test]
+    fn every_bucket_reaches_the_totals() {
+        let s = TenantStats::default();
+        let mut expected = Tally::default();
+        fn beyond(bounds: &[u64]) -> impl Iterator<Item = u64> + '_ {
+            bounds.iter().copied().chain([bounds[bounds.len() - 1] + 1])
+        }
+        for (n, micros) in beyond(&WAIT_BOUNDS).enumerate() {
+            let mut t = Tally::default();
+            for _ in 0..=n {
+                TenantStats::waited(&mut t, Duration::from_micros(micros));
+            }
+            expected.add(&t);
+            s.add(n, &mut t);
+        }
+        for (n, micros) in beyond(&DURATION_BOUNDS).enumerate() {
+            let mut t = Tally::default();
+            TenantStats::transaction(&mut t, Duration::from_micros(micros));
+            expected.add(&t);
+            s.add(n, &mut t);
+        }
+        let total = s.totals();
+        assert_eq!(total, expected);
+        let waits: Vec<u64> = (1..=WAIT_BUCKETS as u64).collect();
+        assert_eq!(total.wait_buckets.as_slice(), waits.as_slice());
+        assert_eq!(total.duration_buckets, [1; DURATION_BUCKETS]);
     }
 
     #[test]

@@ -97,13 +97,14 @@ impl Words {
                 sql.get(i..i + word.len())
                     .is_some_and(|s| s.eq_ignore_ascii_case(word))
             };
-            match sql[i] | 0x20 {
-                b'l' => w.listen |= at(b"listen"),
-                b'd' => {
-                    let [discard, deallocate] = DROPS;
-                    w.discard |= at(discard);
-                    w.deallocate |= at(deallocate);
-                }
+            // The second letter first (setting bit 5 folds exactly the two cases of a
+            // letter): most `l`s and `d`s of a statement are not followed by `i` or `e`.
+            let second = sql.get(i + 1).map_or(0, |b| b | 0x20);
+            let [discard, deallocate] = DROPS;
+            match (sql[i] | 0x20, second) {
+                (b'l', b'i') => w.listen |= at(b"listen"),
+                (b'd', b'i') => w.discard |= at(discard),
+                (b'd', b'e') => w.deallocate |= at(deallocate),
                 _ => {}
             }
         };
