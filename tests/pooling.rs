@@ -67,6 +67,52 @@ async fn two_hundred_clients_share_a_pool_of_five() {
     Arc::into_inner(proxy).expect("sole owner").shutdown().await;
 }
 
+/// The backend serving `c`'s next transaction, which must start within 5 s.
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    let row = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.query_one("SELECT pg_backend_pid()", &[]),
+    )
+    .await
+    .expect("served within 5 s, not after query_wait_timeout")
+    .expect("query");
+    row.get(0)
+}
+
+/// Between transactions a client keeps its server connection while nobody else needs one;
+/// the next client that does gets it at once, and the two then take turns on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_gives_up_its_connection_to_the_next_one() {
+    let db = unique("erp_keep");
+    create_db(&db, "");
+    let proxy = start_proxy(&config_text(&tenant_toml(
+        "acme",
+        "database",
+        &db,
+        "pool_size = 1",
+    )))
+    .await;
+    let a = connect(&proxy, "app.acme", "acme").await;
+    let first = backend_pid(&a).await;
+    assert_eq!(backend_pid(&a).await, first);
+    // `a` is idle and connected: `b` must not wait for it to leave.
+    let b = connect(&proxy, "app.acme", "acme").await;
+    let started = std::time::Instant::now();
+    assert_eq!(backend_pid(&b).await, first, "the one server connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    for _ in 0..20 {
+        assert_eq!(backend_pid(&a).await, first);
+        assert_eq!(backend_pid(&b).await, first);
+    }
+    let backends = cluster()
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        )
+        .expect("activity");
+    assert_eq!(backends, "1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_tenants_each_see_their_own_rows() {
     let db = unique("shared_il");

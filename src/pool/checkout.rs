@@ -10,11 +10,11 @@ use super::pooled::Pooled;
 use crate::backend::conn::ServerConn;
 
 pub(crate) struct Checkout {
-    pool: Arc<Pool>,
-    tenant: Arc<str>,
+    pub(super) pool: Arc<Pool>,
+    pub(super) tenant: Arc<str>,
     /// `None` only once released.
-    conn: Option<Pooled>,
-    granted_at: Instant,
+    pub(super) conn: Option<Pooled>,
+    pub(super) granted_at: Instant,
 }
 
 impl Checkout {

@@ -10,6 +10,7 @@
 
 mod checkout;
 mod fair;
+mod keep;
 mod pooled;
 mod reaper;
 mod shard;
@@ -18,6 +19,7 @@ pub(crate) mod stats;
 mod tests;
 
 pub(crate) use checkout::Checkout;
+pub(crate) use keep::{Keeper, Kept};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -217,6 +219,9 @@ struct State {
     /// Per-tenant caps on slots (absent: no cap), as the tenants' routes say.
     caps: FastMap<Arc<str>, usize>,
     queue: FairQueue<Arc<str>, Waiter>,
+    /// Sessions keeping their (clean, idle) connection between transactions: each holds a
+    /// slot, and is reclaimed when a checkout queues (`keep.rs`).
+    kept: Vec<Arc<Keeper>>,
     /// The tenant whose turn it is, passed over for affinity.
     passes: Passes,
     /// A [`Pool::watch`] task is running.
@@ -335,6 +340,7 @@ impl Pool {
                 held: FastMap::default(),
                 caps: FastMap::default(),
                 queue: FairQueue::new(),
+                kept: Vec::new(),
                 passes: Passes {
                     count: 0,
                     first: now,
@@ -377,8 +383,13 @@ impl Pool {
             st.last_used = since;
             st.next_id += 1;
             let id = st.next_id;
-            // Free slots and an eligible tenant mean nobody eligible is queued.
-            if st.slots < st.size && st.eligible(tenant) {
+            // Free slots and an eligible tenant mean nobody eligible is queued. While
+            // connections are kept, a checkout that finds none idle queues and reclaims them
+            // rather than open one more.
+            if st.slots < st.size
+                && st.eligible(tenant)
+                && (st.kept.is_empty() || !st.idle.is_empty())
+            {
                 (
                     id,
                     Ok(self.grant(&mut st, tenant, id, since, since, &settings)),
@@ -392,6 +403,7 @@ impl Pool {
                     tx,
                 };
                 st.queue.push(tenant.clone(), waiter);
+                st.reclaim_kept();
                 if !st.watching {
                     st.watching = true;
                     Pool::watch(Arc::downgrade(self));
@@ -786,8 +798,8 @@ impl Pool {
         PoolStats {
             key: self.key.clone(),
             size: st.size,
-            active: st.slots.saturating_sub(st.pending.len()),
-            idle: st.idle.len(),
+            active: st.slots.saturating_sub(st.pending.len() + st.kept.len()),
+            idle: st.idle.len() + st.kept.len(),
             waiting: st.queue.len() + st.pending.len(),
             max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),
             checkouts: self.checkouts.load(Ordering::Relaxed),

@@ -92,7 +92,11 @@ impl ServerEntry {
     pub(super) fn mark_active(&self, tenant: &Arc<str>) {
         let mut live = self.live();
         live.state = ServerState::Active;
-        if live.tenant.as_deref() != Some(&**tenant) {
+        let same = live
+            .tenant
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, tenant) || **t == **tenant);
+        if !same {
             live.tenant = Some(tenant.clone());
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::stats::ServerState;
-use super::{PoolError, Pools, pooled};
+use super::{Keeper, PoolError, Pools, pooled};
 use crate::config::{Config, PoolMode, Shard};
 use crate::routing::{PoolKey, Route};
 use crate::testing::{Cluster, PgBinaries, free_port, shard_toml};
@@ -36,6 +36,9 @@ fn cluster() -> &'static Cluster {
             "pool_un_a",
             "pool_un_b",
             "pool_jitter",
+            "pool_keep",
+            "pool_reclaim",
+            "pool_keepers",
         ] {
             c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
                 .expect("database");
@@ -456,4 +459,140 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     // A tenant at its cap is not served out of turn.
     caps.insert(a.clone(), 0);
     assert!(!affinity(&queue, &held, &caps, &a, none, now));
+}
+
+/// The backend pid of `checkout`'s connection.
+fn pid(checkout: &mut super::Checkout) -> i32 {
+    checkout.conn().cancel.pid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_comes_back_to_its_client_and_counts_as_idle() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_keep", 2, 0);
+    let pool = pools.get(&acme);
+    let keeper = Keeper::new();
+    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let backend = pid(&mut first);
+    let kept = first
+        .keep(&keeper, Instant::now())
+        .expect("kept: nobody waits");
+    let p = &pools.pool_stats()[0];
+    assert_eq!(
+        (p.active, p.idle, p.checkouts),
+        (0, 1, 1),
+        "kept counts as idle"
+    );
+    assert_eq!(pools.server_stats()[0].state, ServerState::Idle);
+
+    let mut again = kept.resume(Instant::now()).expect("resumed");
+    assert_eq!(pid(&mut again), backend, "the same server connection");
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle, p.checkouts), (1, 0, 2));
+    assert_eq!(pools.server_stats()[0].state, ServerState::Active);
+
+    // Dropping a kept connection releases it to the idle list; it is not closed.
+    drop(again.keep(&keeper, Instant::now()).expect("kept again"));
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle), (0, 1));
+    assert_eq!(backends("pool_keep"), [backend]);
+    let mut next = pool.checkout(&acme.tenant).await.expect("checkout");
+    assert_eq!(pid(&mut next), backend, "from the idle list");
+    next.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_reclaim", 2, 0);
+    let beta = route(&config, "beta", "pool_reclaim", 2, 0);
+    let pool = pools.get(&acme);
+    let keeper = Keeper::new();
+    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let backend = pid(&mut first);
+    let kept = first.keep(&keeper, Instant::now()).expect("kept");
+
+    // Another tenant's checkout queues (a slot is free, but no connection is idle) and
+    // wakes the keeper; the keeper lets go and the waiter gets that connection.
+    let waiter = tokio::spawn({
+        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    tokio::time::timeout(Duration::from_secs(3), keeper.reclaimed())
+        .await
+        .expect("the keeper is woken");
+    drop(kept);
+    let mut second = waiter.await.expect("join").expect("checkout");
+    assert_eq!(
+        pid(&mut second),
+        backend,
+        "handed over, not a new connection"
+    );
+    assert_eq!(backends("pool_reclaim"), [backend]);
+
+    // Keeping is refused while someone waits: the connection goes to the waiter.
+    let mut third = pool.checkout(&beta.tenant).await.expect("second slot");
+    let other = pid(&mut third);
+    let waiter = tokio::spawn({
+        let (pool, tenant) = (pool.clone(), acme.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
+    assert!(
+        second.keep(&keeper, Instant::now()).is_none(),
+        "someone waits"
+    );
+    let mut fourth = waiter.await.expect("join").expect("checkout");
+    assert_eq!(pid(&mut fourth), backend);
+
+    // A keeper reclaimed before its client came back gets nothing back: the connection
+    // went to the queue.
+    let kept = third.keep(&keeper, Instant::now()).expect("kept");
+    let waiter = tokio::spawn({
+        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
+    assert!(kept.resume(Instant::now()).is_none(), "reclaimed first");
+    let mut fifth = waiter.await.expect("join").expect("checkout");
+    assert_eq!(pid(&mut fifth), other);
+    fourth.release();
+    fifth.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepers_leave_the_kept_list_in_any_order() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_keepers", 3, 0);
+    let pool = pools.get(&acme);
+    let keepers = [Keeper::new(), Keeper::new(), Keeper::new()];
+    // All three checked out first: a checkout while connections are kept would reclaim them.
+    let mut checkouts = Vec::new();
+    for _ in &keepers {
+        checkouts.push(pool.checkout(&acme.tenant).await.expect("checkout"));
+    }
+    let mut kept: Vec<_> = checkouts
+        .into_iter()
+        .zip(&keepers)
+        .map(|(c, k)| c.keep(k, Instant::now()))
+        .collect();
+    let counts = || {
+        let p = &pools.pool_stats()[0];
+        (p.active, p.idle)
+    };
+    assert_eq!(counts(), (0, 3));
+    // The middle one first: the last takes its place in the list.
+    let middle = kept[1].take().expect("kept").resume(Instant::now());
+    assert_eq!(counts(), (1, 2));
+    let last = kept[2].take().expect("kept").resume(Instant::now());
+    assert_eq!(counts(), (2, 1));
+    let first = kept[0].take().expect("kept").resume(Instant::now());
+    assert_eq!(counts(), (3, 0));
+    for c in [middle, last, first] {
+        c.expect("resumed").release();
+    }
+    assert_eq!(counts(), (0, 3));
 }

@@ -38,8 +38,8 @@ use crate::error::{
 use crate::guard::{Effects, Guard, Rejection, Source, Verdict};
 use crate::metrics::stats::Tally;
 use crate::metrics::{StatsKey, TenantStats, kind};
-use crate::pool::Checkout;
 use crate::pool::PoolError;
+use crate::pool::{Checkout, Keeper, Kept};
 use crate::protocol::header::{Header, backend, frontend};
 use crate::protocol::messages::{self, Severity};
 use crate::routing::Route;
@@ -1355,6 +1355,10 @@ where
     relay.take_settings(&snapshot.config);
     let mut paused = shared.holds.subscribe();
     let mut attached: Option<Checkout> = first;
+    // Transaction mode: the server connection kept between transactions while the pool can
+    // spare it (`pool::keep`); dropping it releases it.
+    let keeper = Keeper::new();
+    let mut kept: Option<Kept> = None;
     if let Some(c) = attached.as_mut() {
         relay.attach(c.conn(), &route, None);
         cancel.set(Some(&c.conn().cancel));
@@ -1371,13 +1375,22 @@ where
                         .errors(Some(&route.tenant), kind::GUARD, relay.refused);
                     relay.refused = 0;
                 }
-                // Detached: flush, then wait for the client's next message.
-                if !relay.cout.is_empty() {
-                    if let Err(e) = cw.write_all(&relay.cout).await {
-                        return Outcome::ClientIo(e.to_string());
+                // Detached: flush, then wait for the client's next message. A kept
+                // connection goes back as soon as the pool reclaims it, even while a slow
+                // client is still taking the reply.
+                while !relay.cout.is_empty() {
+                    tokio::select! {
+                        biased;
+                        r = cw.write(&relay.cout) => match r {
+                            Ok(0) => return Outcome::ClientIo("client closed the connection".into()),
+                            Ok(n) => {
+                                relay.tally.bytes_sent += n as u64;
+                                relay.cout.advance(n);
+                            }
+                            Err(e) => return Outcome::ClientIo(e.to_string()),
+                        },
+                        () = keeper.reclaimed(), if kept.is_some() => kept = None,
                     }
-                    relay.tally.bytes_sent += relay.cout.len() as u64;
-                    relay.cout.clear();
                 }
                 while Header::parse(&relay.cin).is_none() {
                     if control.stop() != Stop::No {
@@ -1392,6 +1405,7 @@ where
                             Ok(n) => relay.tally.bytes_received += n as u64,
                         },
                         () = control.stop_requested() => {}
+                        () = keeper.reclaimed(), if kept.is_some() => kept = None,
                         () = async { tokio::time::sleep(idle).await }, if !idle.is_zero() => {
                             let err = ClientError::new(
                                 IDLE_SESSION_TIMEOUT,
@@ -1407,6 +1421,7 @@ where
                 }
                 // A reload since the last transaction: place the tenant again.
                 if shared.generation() != snapshot.generation {
+                    kept = None;
                     snapshot = shared.snapshot();
                     let config = &snapshot.config;
                     match login::place(shared, config, &user, &tenant, jwt_role.as_deref()) {
@@ -1434,6 +1449,7 @@ where
                 control.set_state(ClientState::Waiting);
                 let waited = Instant::now();
                 if shared.holds.is_paused(&route.tenant) {
+                    kept = None;
                     tokio::select! {
                         () = holds::until_resumed(&mut paused, &route.tenant) => {}
                         () = control.stop_requested() => {
@@ -1441,12 +1457,16 @@ where
                         }
                     }
                 }
-                let checked_out = tokio::select! {
-                    biased;
-                    r = pool.checkout_at(&route.tenant, waited) => r,
-                    () = control.stop_requested() => {
-                        return stopped(&mut cw, &mut relay.cout, control).await;
-                    }
+                let resumed = kept.take().and_then(|k| k.resume(waited));
+                let checked_out = match resumed {
+                    Some(c) => Ok(c),
+                    None => tokio::select! {
+                        biased;
+                        r = pool.checkout_at(&route.tenant, waited) => r,
+                        () = control.stop_requested() => {
+                            return stopped(&mut cw, &mut relay.cout, control).await;
+                        }
+                    },
                 };
                 let mut c = match checked_out {
                     Ok(c) => c,
@@ -1477,10 +1497,15 @@ where
         cancel.set(None);
         match result {
             Pump::Release => {
+                let ended = relay.ended_at.take().unwrap_or_else(Instant::now);
                 if route.mode == PoolMode::Session {
                     checkout.conn().needs_reset = true;
+                    checkout.release_at(ended);
+                } else if control.stop() == Stop::No {
+                    kept = checkout.keep(&keeper, ended);
+                } else {
+                    checkout.release_at(ended);
                 }
-                checkout.release_at(relay.ended_at.take().unwrap_or_else(Instant::now));
                 relay.flush_stats();
             }
             Pump::ClientGone { clean } => {
