@@ -3,24 +3,31 @@
 //! starts without a checkout and a release.
 //!
 //! A kept connection is clean (its transaction ended with ReadyForQuery `I`) and counts as
-//! idle in the pool's statistics. The first checkout that would otherwise wait or open a new
-//! connection while connections are kept queues and reclaims all of them at once: each
-//! keeper's session is woken ([`Kept::reclaimed`]) and releases its connection, which goes
-//! to the waiter as any released connection does. No connection is kept while anyone is
-//! queued, while the shard is down, on a shard with `max_shard_connections` (other pools may
-//! wait for its budget), or past the connection's retirement.
+//! idle in the pool's statistics. A checkout that would otherwise wait or open a new
+//! connection while connections are kept queues and reclaims one of them (one its own
+//! tenant keeps if there is one, which needs no new tenant setup and is the only kind that
+//! helps a tenant at its cap): that keeper's session is woken ([`Keeper::reclaimed`]) and
+//! releases its connection, which goes to the queue as any released connection does. No
+//! connection is kept while anyone is queued or every slot of the pool is held, for a moment
+//! after a checkout queued, while the shard is down, on a shard with
+//! `max_shard_connections` (other pools may wait for its budget), or past the connection's
+//! retirement.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 
 use super::checkout::Checkout;
 use super::pooled::Pooled;
 use super::{LIVENESS_CHECK_AFTER, Pool, Retirement, State, still_open};
+
+/// How long after a checkout had to queue no connection is kept: a pool where checkouts
+/// queue now and then would mostly wake keepers only to take their connections back.
+pub(super) const KEEP_AFTER_QUEUE: Duration = Duration::from_millis(100);
 
 /// One session's side of keeping: set when the pool wants the connection back.
 #[derive(Default)]
@@ -67,19 +74,14 @@ impl Checkout {
     /// session's); or, if the pool cannot spare it, releases it and returns `None`.
     /// `last_used`: when its transaction ended.
     pub(crate) fn keep(mut self, keeper: &Arc<Keeper>, last_used: Instant) -> Option<Kept> {
-        let kept = match self.conn.as_mut() {
-            Some(conn) => self.pool.keep(conn, keeper, last_used),
-            None => false,
-        };
-        if kept {
-            Some(Kept {
-                checkout: Some(self),
-                keeper: keeper.clone(),
-            })
-        } else {
-            self.release_at(last_used);
-            None
-        }
+        let conn = self.conn.take()?;
+        self.conn = self
+            .pool
+            .release_or_keep(conn, &self.tenant, last_used, Some(keeper));
+        self.conn.is_some().then(|| Kept {
+            checkout: Some(self),
+            keeper: keeper.clone(),
+        })
     }
 }
 
@@ -114,31 +116,6 @@ impl Drop for Kept {
 }
 
 impl Pool {
-    /// Whether `conn` (a clean connection of a checkout) may stay with its client; if so,
-    /// `keeper` is listed for reclaiming.
-    fn keep(&self, conn: &mut Pooled, keeper: &Arc<Keeper>, now: Instant) -> bool {
-        let settings = self.common.settings();
-        if settings.max_shard_connections != 0 || !self.shard.is_up() {
-            return false;
-        }
-        if Retirement::new(now, &settings, self.shard.generation()).retires(conn) {
-            return false;
-        }
-        {
-            let mut st = self.lock();
-            if !st.queue.is_empty() || st.slots > st.size {
-                return false;
-            }
-            keeper.reclaim.store(false, Ordering::Release);
-            keeper.index.store(st.kept.len(), Ordering::Relaxed);
-            st.kept.push(keeper.clone());
-            st.last_used = now;
-        }
-        conn.conn_mut().last_used = now;
-        conn.entry.mark_idle(now);
-        true
-    }
-
     /// Takes `keeper` off the kept list for its client's next transaction: false if the pool
     /// reclaimed it already, the shard is down or its target changed, or the connection was
     /// kept long enough to be looked at again and is retired (lifetime, `server_idle_timeout`)
@@ -176,21 +153,55 @@ impl Pool {
 }
 
 impl State {
-    /// Wakes every keeper: their connections come back to the pool (a checkout queued).
-    pub(super) fn reclaim_kept(&mut self) {
-        for keeper in self.kept.drain(..) {
-            keeper.reclaim.store(true, Ordering::Release);
-            keeper.waker.wake();
-        }
+    /// No checkout waits or queued a moment ago, and a slot is free: a connection may be kept.
+    /// (A pool with every slot held is busy: the next checkout would reclaim the connection
+    /// at once, at the cost of waking its session only to release it.)
+    pub(super) fn may_keep(&self, now: Instant) -> bool {
+        let queued_lately = self
+            .queued_at
+            .is_some_and(|t| now.saturating_duration_since(t) < KEEP_AFTER_QUEUE);
+        self.queue.is_empty() && self.slots < self.size && !queued_lately
+    }
+
+    /// Lists `keeper` as keeping a connection for `tenant`.
+    pub(super) fn list(&mut self, keeper: &Arc<Keeper>, tenant: &Arc<str>) {
+        keeper.reclaim.store(false, Ordering::Release);
+        keeper.index.store(self.kept.len(), Ordering::Relaxed);
+        self.kept.push((keeper.clone(), tenant.clone()));
+    }
+
+    /// A checkout of `tenant` queued: wakes a keeper of a connection kept for `tenant`, else
+    /// (unless `tenant` is at its cap, which only its own connections can help) any keeper;
+    /// its connection comes back to the pool.
+    pub(super) fn reclaim_kept(&mut self, tenant: &str) {
+        let own = self.kept.iter().position(|(_, t)| **t == *tenant);
+        let i = match own {
+            Some(i) => i,
+            None if !self.kept.is_empty() && self.eligible(tenant) => 0,
+            None => return,
+        };
+        let (keeper, _) = self.take_kept(i);
+        keeper.reclaim.store(true, Ordering::Release);
+        keeper.waker.wake();
     }
 
     fn unlist(&mut self, keeper: &Arc<Keeper>) {
         let i = keeper.index.load(Ordering::Relaxed);
-        if self.kept.get(i).is_some_and(|k| Arc::ptr_eq(k, keeper)) {
-            self.kept.swap_remove(i);
-            if let Some(moved) = self.kept.get(i) {
-                moved.index.store(i, Ordering::Relaxed);
-            }
+        if self
+            .kept
+            .get(i)
+            .is_some_and(|(k, _)| Arc::ptr_eq(k, keeper))
+        {
+            self.take_kept(i);
         }
+    }
+
+    /// Takes entry `i` off the kept list; the last entry takes its place.
+    fn take_kept(&mut self, i: usize) -> (Arc<Keeper>, Arc<str>) {
+        let taken = self.kept.swap_remove(i);
+        if let Some((moved, _)) = self.kept.get(i) {
+            moved.index.store(i, Ordering::Relaxed);
+        }
+        taken
     }
 }

@@ -219,9 +219,13 @@ struct State {
     /// Per-tenant caps on slots (absent: no cap), as the tenants' routes say.
     caps: FastMap<Arc<str>, usize>,
     queue: FairQueue<Arc<str>, Waiter>,
-    /// Sessions keeping their (clean, idle) connection between transactions: each holds a
-    /// slot, and is reclaimed when a checkout queues (`keep.rs`).
-    kept: Vec<Arc<Keeper>>,
+    /// Sessions keeping their (clean, idle) connection between transactions, with the
+    /// tenant each keeps it for: each holds a slot; a checkout that queues reclaims one
+    /// (`keep.rs`).
+    kept: Vec<(Arc<Keeper>, Arc<str>)>,
+    /// When a checkout last had to queue: no connection is kept for a while after
+    /// ([`keep::KEEP_AFTER_QUEUE`]).
+    queued_at: Option<Instant>,
     /// The tenant whose turn it is, passed over for affinity.
     passes: Passes,
     /// A [`Pool::watch`] task is running.
@@ -341,6 +345,7 @@ impl Pool {
                 caps: FastMap::default(),
                 queue: FairQueue::new(),
                 kept: Vec::new(),
+                queued_at: None,
                 passes: Passes {
                     count: 0,
                     first: now,
@@ -384,7 +389,7 @@ impl Pool {
             st.next_id += 1;
             let id = st.next_id;
             // Free slots and an eligible tenant mean nobody eligible is queued. While
-            // connections are kept, a checkout that finds none idle queues and reclaims them
+            // connections are kept, a checkout that finds none idle queues and reclaims one
             // rather than open one more.
             if st.slots < st.size
                 && st.eligible(tenant)
@@ -403,7 +408,8 @@ impl Pool {
                     tx,
                 };
                 st.queue.push(tenant.clone(), waiter);
-                st.reclaim_kept();
+                st.queued_at = Some(since);
+                st.reclaim_kept(tenant);
                 if !st.watching {
                     st.watching = true;
                     Pool::watch(Arc::downgrade(self));
@@ -670,7 +676,19 @@ impl Pool {
     /// or to the idle list (and from there to the next waiter); closed instead if it is
     /// retired, the pool shrank, the shard is down, or another pool of the shard waits for
     /// room. `now`: when the connection was last used (its last transaction ended).
-    fn release(&self, mut conn: Pooled, tenant: &str, now: Instant) {
+    fn release(&self, conn: Pooled, tenant: &Arc<str>, now: Instant) {
+        drop(self.release_or_keep(conn, tenant, now, None));
+    }
+
+    /// [`Pool::release`], unless `keeper` may keep the connection for its client's next
+    /// transaction (`keep.rs`): then it is listed and the connection comes back.
+    fn release_or_keep(
+        &self,
+        mut conn: Pooled,
+        tenant: &Arc<str>,
+        now: Instant,
+        keeper: Option<&Arc<Keeper>>,
+    ) -> Option<Pooled> {
         let settings = self.common.settings();
         conn.conn_mut().last_used = now;
         conn.entry.mark_idle(now);
@@ -678,6 +696,16 @@ impl Pool {
         let mut close = None;
         {
             let mut st = self.lock();
+            if let Some(keeper) = keeper
+                && st.may_keep(now)
+                && settings.max_shard_connections == 0
+                && self.shard.is_up()
+                && !retirement.retires(&conn)
+            {
+                st.list(keeper, tenant);
+                st.last_used = now;
+                return Some(conn);
+            }
             st.unhold(tenant);
             st.last_used = now;
             if retirement.retires(&conn) || !self.shard.is_up() || !st.room_for_idle() {
@@ -692,6 +720,7 @@ impl Pool {
             self.dispatch_at(&mut st, now);
         }
         drop(close);
+        None
     }
 
     /// A checkout ended without a clean release: its connection is closed already.

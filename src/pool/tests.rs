@@ -39,6 +39,7 @@ fn cluster() -> &'static Cluster {
             "pool_keep",
             "pool_reclaim",
             "pool_keepers",
+            "pool_own",
         ] {
             c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
                 .expect("database");
@@ -506,8 +507,8 @@ async fn a_kept_connection_comes_back_to_its_client_and_counts_as_idle() {
 async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     let config = config("");
     let pools = Pools::new(&config);
-    let acme = route(&config, "acme", "pool_reclaim", 2, 0);
-    let beta = route(&config, "beta", "pool_reclaim", 2, 0);
+    let acme = route(&config, "acme", "pool_reclaim", 3, 0);
+    let beta = route(&config, "beta", "pool_reclaim", 3, 0);
     let pool = pools.get(&acme);
     let keeper = Keeper::new();
     let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
@@ -532,32 +533,36 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     );
     assert_eq!(backends("pool_reclaim"), [backend]);
 
-    // Keeping is refused while someone waits: the connection goes to the waiter.
-    let mut third = pool.checkout(&beta.tenant).await.expect("second slot");
-    let other = pid(&mut third);
-    let waiter = tokio::spawn({
-        let (pool, tenant) = (pool.clone(), acme.tenant.clone());
-        async move { pool.checkout(&tenant).await }
-    });
-    eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
-    assert!(
-        second.keep(&keeper, Instant::now()).is_none(),
-        "someone waits"
-    );
-    let mut fourth = waiter.await.expect("join").expect("checkout");
-    assert_eq!(pid(&mut fourth), backend);
+    // Not kept right after a checkout queued (the waiter above); kept again a moment later.
+    let mut second = match second.keep(&keeper, Instant::now()) {
+        None => pool
+            .checkout(&beta.tenant)
+            .await
+            .expect("from the idle list"),
+        Some(_) => panic!("kept right after a checkout queued"),
+    };
+    assert_eq!(pid(&mut second), backend);
+    tokio::time::sleep(super::keep::KEEP_AFTER_QUEUE).await;
 
     // A keeper reclaimed before its client came back gets nothing back: the connection
     // went to the queue.
-    let kept = third.keep(&keeper, Instant::now()).expect("kept");
+    let kept = second.keep(&keeper, Instant::now()).expect("kept");
     let waiter = tokio::spawn({
         let (pool, tenant) = (pool.clone(), beta.tenant.clone());
         async move { pool.checkout(&tenant).await }
     });
     eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
     assert!(kept.resume(Instant::now()).is_none(), "reclaimed first");
-    let mut fifth = waiter.await.expect("join").expect("checkout");
-    assert_eq!(pid(&mut fifth), other);
+    let mut third = waiter.await.expect("join").expect("checkout");
+    assert_eq!(pid(&mut third), backend);
+
+    // Not kept once every slot is held: the next checkout would reclaim it at once.
+    let fourth = pool.checkout(&acme.tenant).await.expect("second slot");
+    let fifth = pool.checkout(&beta.tenant).await.expect("third slot");
+    tokio::time::sleep(super::keep::KEEP_AFTER_QUEUE).await;
+    assert!(third.keep(&keeper, Instant::now()).is_none(), "pool full");
+    let p = &pools.pool_stats()[0];
+    assert_eq!((p.active, p.idle), (2, 1), "released to the idle list");
     fourth.release();
     fifth.release();
 }
@@ -566,7 +571,7 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
 async fn keepers_leave_the_kept_list_in_any_order() {
     let config = config("");
     let pools = Pools::new(&config);
-    let acme = route(&config, "acme", "pool_keepers", 3, 0);
+    let acme = route(&config, "acme", "pool_keepers", 4, 0);
     let pool = pools.get(&acme);
     let keepers = [Keeper::new(), Keeper::new(), Keeper::new()];
     // All three checked out first: a checkout while connections are kept would reclaim them.
@@ -595,4 +600,35 @@ async fn keepers_leave_the_kept_list_in_any_order() {
         c.expect("resumed").release();
     }
     assert_eq!(counts(), (0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_checkout_reclaims_its_own_tenants_connection_first() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_own", 3, 0);
+    let beta = route(&config, "beta", "pool_own", 3, 0);
+    let pool = pools.get(&acme);
+    let mut a = pool.checkout(&acme.tenant).await.expect("checkout");
+    let mut b = pool.checkout(&beta.tenant).await.expect("checkout");
+    let beta_backend = pid(&mut b);
+    let (acme_keeper, beta_keeper) = (Keeper::new(), Keeper::new());
+    let acme_backend = pid(&mut a);
+    let acme_kept = a.keep(&acme_keeper, Instant::now()).expect("kept");
+    let beta_kept = b.keep(&beta_keeper, Instant::now()).expect("kept");
+    let waiter = tokio::spawn({
+        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
+        async move { pool.checkout(&tenant).await }
+    });
+    tokio::time::timeout(Duration::from_secs(3), beta_keeper.reclaimed())
+        .await
+        .expect("beta's keeper is woken");
+    drop(beta_kept);
+    let mut got = waiter.await.expect("join").expect("checkout");
+    assert_eq!(pid(&mut got), beta_backend, "beta's own connection");
+    // acme keeps its connection: nobody needed it.
+    let mut again = acme_kept.resume(Instant::now()).expect("still kept");
+    assert_eq!(pid(&mut again), acme_backend);
+    got.release();
+    again.release();
 }
