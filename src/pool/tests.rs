@@ -462,6 +462,15 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     assert!(!affinity(&queue, &held, &caps, &a, none, now));
 }
 
+/// A checkout of `tenant` in the background (it may have to wait).
+fn checkout_later(
+    pool: &Arc<super::Pool>,
+    tenant: &Arc<str>,
+) -> tokio::task::JoinHandle<Result<super::Checkout, PoolError>> {
+    let (pool, tenant) = (pool.clone(), tenant.clone());
+    tokio::spawn(async move { pool.checkout(&tenant).await })
+}
+
 /// The backend pid of `checkout`'s connection.
 fn pid(checkout: &mut super::Checkout) -> i32 {
     checkout.conn().cancel.pid
@@ -517,10 +526,8 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
 
     // Another tenant's checkout queues (a slot is free, but no connection is idle) and
     // wakes the keeper; the keeper lets go and the waiter gets that connection.
-    let waiter = tokio::spawn({
-        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
-        async move { pool.checkout(&tenant).await }
-    });
+    let before_queueing = Instant::now();
+    let waiter = checkout_later(&pool, &beta.tenant);
     tokio::time::timeout(Duration::from_secs(3), keeper.reclaimed())
         .await
         .expect("the keeper is woken");
@@ -533,8 +540,9 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     );
     assert_eq!(backends("pool_reclaim"), [backend]);
 
-    // Not kept right after a checkout queued (the waiter above); kept again a moment later.
-    let mut second = match second.keep(&keeper, Instant::now()) {
+    // Not kept right after a checkout queued (the waiter above: its transaction ending when
+    // the waiter queued, whatever the test's own pace); kept again a moment later.
+    let mut second = match second.keep(&keeper, before_queueing) {
         None => pool
             .checkout(&beta.tenant)
             .await
@@ -547,10 +555,7 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     // A keeper reclaimed before its client came back gets nothing back: the connection
     // went to the queue.
     let kept = second.keep(&keeper, Instant::now()).expect("kept");
-    let waiter = tokio::spawn({
-        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
-        async move { pool.checkout(&tenant).await }
-    });
+    let waiter = checkout_later(&pool, &beta.tenant);
     eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
     assert!(kept.resume(Instant::now()).is_none(), "reclaimed first");
     let mut third = waiter.await.expect("join").expect("checkout");
@@ -616,10 +621,7 @@ async fn a_queued_checkout_reclaims_its_own_tenants_connection_first() {
     let acme_backend = pid(&mut a);
     let acme_kept = a.keep(&acme_keeper, Instant::now()).expect("kept");
     let beta_kept = b.keep(&beta_keeper, Instant::now()).expect("kept");
-    let waiter = tokio::spawn({
-        let (pool, tenant) = (pool.clone(), beta.tenant.clone());
-        async move { pool.checkout(&tenant).await }
-    });
+    let waiter = checkout_later(&pool, &beta.tenant);
     tokio::time::timeout(Duration::from_secs(3), beta_keeper.reclaimed())
         .await
         .expect("beta's keeper is woken");
