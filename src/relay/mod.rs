@@ -1394,6 +1394,8 @@ where
                 }
                 while Header::parse(&relay.cin).is_none() {
                     if control.stop() != Stop::No {
+                        // Back to the pool before the client is told (it may read slowly).
+                        drop(kept.take());
                         return stopped(&mut cw, &mut relay.cout, control).await;
                     }
                     let idle = relay.idle_timeout;
@@ -1407,6 +1409,7 @@ where
                         () = control.stop_requested() => {}
                         () = keeper.reclaimed(), if kept.is_some() => kept = None,
                         () = async { tokio::time::sleep(idle).await }, if !idle.is_zero() => {
+                            drop(kept.take());
                             let err = ClientError::new(
                                 IDLE_SESSION_TIMEOUT,
                                 "terminating connection due to idle timeout (client_idle_timeout)",
