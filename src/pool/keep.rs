@@ -23,7 +23,7 @@ use atomic_waker::AtomicWaker;
 
 use super::checkout::Checkout;
 use super::pooled::Pooled;
-use super::{LIVENESS_CHECK_AFTER, Pool, Retirement, State, still_open};
+use super::{Pool, Retirement, State, needs_liveness_check, still_open};
 
 /// How long after a checkout had to queue no connection is kept: a pool where checkouts
 /// queue now and then would mostly wake keepers only to take their connections back.
@@ -130,18 +130,13 @@ impl Pool {
         }
         let generation = self.shard.generation();
         let mut usable = conn.generation == generation && self.shard.is_up();
-        if usable
-            && now
-                .checked_sub(LIVENESS_CHECK_AFTER)
-                .is_some_and(|t| conn.conn().last_used <= t)
-        {
+        if usable && needs_liveness_check(conn, now) {
             let settings = self.common.settings();
             usable = !Retirement::new(now, &settings, generation).retires(conn) && still_open(conn);
         }
         if usable {
             conn.entry.mark_active(tenant);
-            self.checkouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.checkouts.fetch_add(1, Ordering::Relaxed);
         }
         usable
     }

@@ -652,7 +652,6 @@ impl Pool {
         settings: &PoolSettings,
     ) -> Option<Pooled> {
         let retirement = Retirement::new(now, settings, self.shard.generation());
-        let check_before = now.checked_sub(LIVENESS_CHECK_AFTER);
         loop {
             let own = st.idle.iter().rposition(
                 |c| matches!(&c.conn().state, SessionState::UsedBy(t) if **t == *tenant),
@@ -664,8 +663,7 @@ impl Pool {
             if retirement.retires(&conn) {
                 continue;
             }
-            // A connection back in the pool a moment ago is not worth a syscall to check.
-            if check_before.is_some_and(|t| conn.conn().last_used <= t) && !still_open(&conn) {
+            if needs_liveness_check(&conn, now) && !still_open(&conn) {
                 continue;
             }
             return Some(conn);
@@ -930,6 +928,13 @@ impl Drop for Pending<'_> {
 
 /// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from
 /// `pg_terminate_backend`) means the connection is not reusable.
+/// `conn` has not been used for [`LIVENESS_CHECK_AFTER`] at `now`: worth a syscall to see that
+/// it is still open (one back in the pool a moment ago is not).
+fn needs_liveness_check(conn: &Pooled, now: Instant) -> bool {
+    now.checked_sub(LIVENESS_CHECK_AFTER)
+        .is_some_and(|t| conn.conn().last_used <= t)
+}
+
 fn still_open(conn: &Pooled) -> bool {
     let mut byte = [0u8; 1];
     matches!(conn.conn().stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)

@@ -1381,13 +1381,10 @@ where
                 while !relay.cout.is_empty() {
                     tokio::select! {
                         biased;
-                        r = cw.write(&relay.cout) => match r {
-                            Ok(0) => return Outcome::ClientIo("client closed the connection".into()),
-                            Ok(n) => {
-                                relay.tally.bytes_sent += n as u64;
-                                relay.cout.advance(n);
-                            }
-                            Err(e) => return Outcome::ClientIo(e.to_string()),
+                        r = cw.write(&relay.cout) => match relay.sent_to_client(r) {
+                            Ok(()) => {}
+                            Err(Pump::ClientIo(e)) => return Outcome::ClientIo(e),
+                            Err(_) => return Outcome::ClientIo("client closed the connection".into()),
                         },
                         () = keeper.reclaimed(), if kept.is_some() => kept = None,
                     }
