@@ -333,6 +333,24 @@ target_conn() { # target -> "port user dbname"
     esac
 }
 
+target_pid() { # target -> pid of the proxy process serving it (nothing for direct)
+    case $1 in
+        direct) ;;
+        pgbouncer | pgbouncer-storm) cat "$TMP/pgbouncer.pid" ;;
+        pgbouncer-session) cat "$TMP/pgbouncer-session.pid" ;;
+        pgtenant-db-base) echo "$BASE_PID" ;;
+        *) echo "$PGTENANT_PID" ;;
+    esac
+}
+
+cpu_ticks() { # pid -> user + system CPU of the process (all its threads) in clock ticks
+    local s f
+    s=$(<"/proc/$1/stat")
+    read -r -a f <<<"${s##*) }"
+    echo $((f[11] + f[12]))
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 # Sanity: every target answers, and shared placement really sets the tenant GUC.
 for t in $TARGETS; do
     read -r port user db < <(target_conn "$t")
@@ -348,9 +366,10 @@ done
 log "all targets answer; shared placement sets app.current_tenant"
 
 # ---------------------------------------------------------------- throughput matrix
-echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed" >"$CSV"
+echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed,proxy_cpu_us_per_tx" >"$CSV"
 declare -A TPS # key "proto clients target" -> space-separated tps list
 declare -A STORM_TPS # the same for the -C pgbench beside *-storm targets
+declare -A CPU # the same key -> space-separated list of the proxy's CPU µs per transaction
 
 fail_run() { # logfile message [target]
     {
@@ -406,6 +425,9 @@ run_one() { # proto clients target rep
     local proto=$1 c=$2 t=$3 rep=$4 port user db rc=0
     read -r port user db < <(target_conn "$t")
     local out="$TMP/runs/$proto-$c-$t-$rep.log"
+    local pid ticks0=
+    pid=$(target_pid "$t")
+    [[ -z $pid ]] || ticks0=$(cpu_ticks "$pid")
     if [[ $t == pgtenant-shared-mix ]]; then
         run_mix "$proto" "$c" "$out" || rc=$?
     elif [[ $t == pgtenant-db-split ]]; then
@@ -438,7 +460,14 @@ run_one() { # proto clients target rep
     [[ ${failed:-0} == 0 ]] || fail_run "$out" "$failed failed transactions against $t: $proto c=$c rep=$rep" "$t"
     grep -qi 'aborted' "$out" && fail_run "$out" "pgbench reports aborted clients against $t: $proto c=$c rep=$rep" "$t"
     [[ -n ${n%%/*} && ${n%%/*} -gt 0 ]] || fail_run "$out" "no transactions processed against $t" "$t"
-    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0}" >>"$CSV"
+    # The proxy's CPU time per transaction over the whole pgbench run (its logins included),
+    # a figure less exposed to the machine's drift than tps.
+    local cpu=
+    if [[ -n $ticks0 ]]; then
+        cpu=$(awk -v d=$(($(cpu_ticks "$pid") - ticks0)) -v hz="$CLK_TCK" -v n="${n%%/*}" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+        CPU["$proto $c $t"]+="$cpu "
+    fi
+    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0},$cpu" >>"$CSV"
     TPS["$proto $c $t"]+="$tps "
     log "$(printf '%-8s c=%-3s rep %d/%d  %-16s %10.0f tps  (%s ms avg)' "$proto" "$c" "$rep" "$REPEAT" "$t" "$tps" "$lat")"
 }
@@ -532,7 +561,9 @@ if ((IDLE_CLIENTS > 0)); then
 fi
 
 # ---------------------------------------------------------------- report
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) printf "%.0f", a[(NR + 1) / 2]; else printf "%.0f", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+median() { # [printf format] < space-separated values
+    tr ' ' '\n' | awk 'NF' | sort -g | awk -v fmt="${1:-%.0f}" '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) printf fmt, a[(NR + 1) / 2]; else printf fmt, (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 # The median of the per-repetition ratios of two tps lists (same order: repetition 1, 2, ...).
 # Both runs of a repetition are at most a few minutes apart, so this ratio is less exposed
@@ -592,6 +623,23 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
             unset M
         done
     done
+    cpu_targets=
+    for t in $TARGETS; do [[ $t == direct ]] || cpu_targets+=" $t"; done
+    if [[ -n $cpu_targets ]]; then
+        echo
+        echo "Proxy CPU per transaction, µs (median; user + system time of the proxy process over each whole run, logins included, divided by the transactions of the run):"
+        echo
+        header="| protocol | clients |"; sep="|---|---:|"
+        for t in $cpu_targets; do header+=" $t |"; sep+="---:|"; done
+        echo "$header"; echo "$sep"
+        for proto in $PROTOCOLS; do
+            for c in $CLIENTS; do
+                row="| $proto | $c |"
+                for t in $cpu_targets; do row+=" $(median %.1f <<<"${CPU["$proto $c $t"]:-}") |"; done
+                echo "$row"
+            done
+        done
+    fi
     if [[ " $PROTOCOLS " == *" prepared "* && " $PROTOCOLS " == *" extended "* ]]; then
         echo
         echo "\`-M prepared\` / \`-M extended\`, same target and clients:"
