@@ -351,6 +351,10 @@ cpu_ticks() { # pid -> user + system CPU of the process (all its threads) in clo
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+switches() { # pid -> voluntary + involuntary context switches of its live threads
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
+}
+
 # Sanity: every target answers, and shared placement really sets the tenant GUC.
 for t in $TARGETS; do
     read -r port user db < <(target_conn "$t")
@@ -366,10 +370,11 @@ done
 log "all targets answer; shared placement sets app.current_tenant"
 
 # ---------------------------------------------------------------- throughput matrix
-echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed,proxy_cpu_us_per_tx" >"$CSV"
+echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed,proxy_cpu_us_per_tx,proxy_switches_per_tx" >"$CSV"
 declare -A TPS # key "proto clients target" -> space-separated tps list
 declare -A STORM_TPS # the same for the -C pgbench beside *-storm targets
 declare -A CPU # the same key -> space-separated list of the proxy's CPU µs per transaction
+declare -A CSW # the same key -> the proxy threads' context switches per transaction
 
 fail_run() { # logfile message [target]
     {
@@ -425,9 +430,9 @@ run_one() { # proto clients target rep
     local proto=$1 c=$2 t=$3 rep=$4 port user db rc=0
     read -r port user db < <(target_conn "$t")
     local out="$TMP/runs/$proto-$c-$t-$rep.log"
-    local pid ticks0=
+    local pid ticks0= switches0=
     pid=$(target_pid "$t")
-    [[ -z $pid ]] || ticks0=$(cpu_ticks "$pid")
+    [[ -z $pid ]] || { ticks0=$(cpu_ticks "$pid"); switches0=$(switches "$pid"); }
     if [[ $t == pgtenant-shared-mix ]]; then
         run_mix "$proto" "$c" "$out" || rc=$?
     elif [[ $t == pgtenant-db-split ]]; then
@@ -462,12 +467,16 @@ run_one() { # proto clients target rep
     [[ -n ${n%%/*} && ${n%%/*} -gt 0 ]] || fail_run "$out" "no transactions processed against $t" "$t"
     # The proxy's CPU time per transaction over the whole pgbench run (its logins included),
     # a figure less exposed to the machine's drift than tps.
-    local cpu=
+    # Its context switches per transaction: each is a wake-up or a preemption of one of its
+    # threads.
+    local cpu= csw=
     if [[ -n $ticks0 ]]; then
         cpu=$(awk -v d=$(($(cpu_ticks "$pid") - ticks0)) -v hz="$CLK_TCK" -v n="${n%%/*}" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+        csw=$(awk -v d=$(($(switches "$pid") - switches0)) -v n="${n%%/*}" 'BEGIN {printf "%.2f", d / n}')
         CPU["$proto $c $t"]+="$cpu "
+        CSW["$proto $c $t"]+="$csw "
     fi
-    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0},$cpu" >>"$CSV"
+    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0},$cpu,$csw" >>"$CSV"
     TPS["$proto $c $t"]+="$tps "
     log "$(printf '%-8s c=%-3s rep %d/%d  %-16s %10.0f tps  (%s ms avg)' "$proto" "$c" "$rep" "$REPEAT" "$t" "$tps" "$lat")"
 }
@@ -627,7 +636,7 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
     for t in $TARGETS; do [[ $t == direct ]] || cpu_targets+=" $t"; done
     if [[ -n $cpu_targets ]]; then
         echo
-        echo "Proxy CPU per transaction, µs (median; user + system time of the proxy process over each whole run, logins included, divided by the transactions of the run):"
+        echo "Proxy CPU per transaction, µs, and in brackets the proxy threads' context switches per transaction (medians; user + system time of the proxy process and the voluntary + involuntary switches of its threads over each whole run, logins included, divided by the transactions of the run):"
         echo
         header="| protocol | clients |"; sep="|---|---:|"
         for t in $cpu_targets; do header+=" $t |"; sep+="---:|"; done
@@ -635,7 +644,9 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
         for proto in $PROTOCOLS; do
             for c in $CLIENTS; do
                 row="| $proto | $c |"
-                for t in $cpu_targets; do row+=" $(median %.1f <<<"${CPU["$proto $c $t"]:-}") |"; done
+                for t in $cpu_targets; do
+                    row+=" $(median %.1f <<<"${CPU["$proto $c $t"]:-}") ($(median %.2f <<<"${CSW["$proto $c $t"]:-}")) |"
+                done
                 echo "$row"
             done
         done
