@@ -352,7 +352,9 @@ cpu_ticks() { # pid -> user + system CPU of the process (all its threads) in clo
 CLK_TCK=$(getconf CLK_TCK)
 
 switches() { # pid -> voluntary + involuntary context switches of its live threads
-    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
+    # A thread may exit between the glob and the read: not an error here.
+    { cat /proc/"$1"/task/*/status 2>/dev/null || true; } |
+        awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
 }
 
 # Sanity: every target answers, and shared placement really sets the tenant GUC.
@@ -465,10 +467,9 @@ run_one() { # proto clients target rep
     [[ ${failed:-0} == 0 ]] || fail_run "$out" "$failed failed transactions against $t: $proto c=$c rep=$rep" "$t"
     grep -qi 'aborted' "$out" && fail_run "$out" "pgbench reports aborted clients against $t: $proto c=$c rep=$rep" "$t"
     [[ -n ${n%%/*} && ${n%%/*} -gt 0 ]] || fail_run "$out" "no transactions processed against $t" "$t"
-    # The proxy's CPU time per transaction over the whole pgbench run (its logins included),
-    # a figure less exposed to the machine's drift than tps.
-    # Its context switches per transaction: each is a wake-up or a preemption of one of its
-    # threads.
+    # The proxy's CPU time and its threads' context switches (each a wake-up or a
+    # preemption) per transaction over the whole pgbench run, logins included: figures less
+    # exposed to the machine's drift than tps.
     local cpu= csw=
     if [[ -n $ticks0 ]]; then
         cpu=$(awk -v d=$(($(cpu_ticks "$pid") - ticks0)) -v hz="$CLK_TCK" -v n="${n%%/*}" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
