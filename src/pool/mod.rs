@@ -926,8 +926,6 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from
-/// `pg_terminate_backend`) means the connection is not reusable.
 /// `conn` has not been used for [`LIVENESS_CHECK_AFTER`] at `now`: worth a syscall to see that
 /// it is still open (one back in the pool a moment ago is not).
 fn needs_liveness_check(conn: &Pooled, now: Instant) -> bool {
@@ -935,6 +933,8 @@ fn needs_liveness_check(conn: &Pooled, now: Instant) -> bool {
         .is_some_and(|t| conn.conn().last_used <= t)
 }
 
+/// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from
+/// `pg_terminate_backend`) means the connection is not reusable.
 fn still_open(conn: &Pooled) -> bool {
     let mut byte = [0u8; 1];
     matches!(conn.conn().stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)

@@ -1498,12 +1498,12 @@ where
         match result {
             Pump::Release => {
                 let ended = relay.ended_at.take().unwrap_or_else(Instant::now);
-                if route.mode == PoolMode::Session {
-                    checkout.conn().needs_reset = true;
-                    checkout.release_at(ended);
-                } else if control.stop() == Stop::No {
+                if route.mode == PoolMode::Transaction && control.stop() == Stop::No {
                     kept = checkout.keep(&keeper, ended);
                 } else {
+                    if route.mode == PoolMode::Session {
+                        checkout.conn().needs_reset = true;
+                    }
                     checkout.release_at(ended);
                 }
                 relay.flush_stats();
