@@ -351,6 +351,10 @@ cpu_ticks() { # pid -> user + system CPU of the process (all its threads) in clo
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+machine_ticks() { # -> CPU time the whole machine spent busy (user, nice, system, irq, softirq), in clock ticks
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat
+}
+
 switches() { # pid -> voluntary + involuntary context switches of its live threads
     # A thread may exit between the glob and the read: not an error here.
     { cat /proc/"$1"/task/*/status 2>/dev/null || true; } |
@@ -372,11 +376,12 @@ done
 log "all targets answer; shared placement sets app.current_tenant"
 
 # ---------------------------------------------------------------- throughput matrix
-echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed,proxy_cpu_us_per_tx,proxy_switches_per_tx" >"$CSV"
+echo "stamp,script,protocol,clients,threads,target,rep,duration_s,tps,latency_avg_ms,transactions,failed,proxy_cpu_us_per_tx,proxy_switches_per_tx,machine_cpu_us_per_tx" >"$CSV"
 declare -A TPS # key "proto clients target" -> space-separated tps list
 declare -A STORM_TPS # the same for the -C pgbench beside *-storm targets
 declare -A CPU # the same key -> space-separated list of the proxy's CPU µs per transaction
 declare -A CSW # the same key -> the proxy threads' context switches per transaction
+declare -A MCPU # the same key -> the whole machine's busy CPU µs per transaction
 
 fail_run() { # logfile message [target]
     {
@@ -435,6 +440,8 @@ run_one() { # proto clients target rep
     local pid ticks0= switches0=
     pid=$(target_pid "$t")
     [[ -z $pid ]] || { ticks0=$(cpu_ticks "$pid"); switches0=$(switches "$pid"); }
+    local machine0
+    machine0=$(machine_ticks)
     if [[ $t == pgtenant-shared-mix ]]; then
         run_mix "$proto" "$c" "$out" || rc=$?
     elif [[ $t == pgtenant-db-split ]]; then
@@ -470,6 +477,12 @@ run_one() { # proto clients target rep
     # The proxy's CPU time and its threads' context switches (each a wake-up or a
     # preemption) per transaction over the whole pgbench run, logins included: figures less
     # exposed to the machine's drift than tps.
+    # The whole machine's busy CPU per transaction (PostgreSQL, pgbench, the proxy and
+    # anything else running): with both CPUs busy, tps is about 2 s divided by it, so it
+    # shows how much of a tps difference the proxy's own figure accounts for.
+    local mcpu
+    mcpu=$(awk -v d=$(($(machine_ticks) - machine0)) -v hz="$CLK_TCK" -v n="${n%%/*}" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    MCPU["$proto $c $t"]+="$mcpu "
     local cpu= csw=
     if [[ -n $ticks0 ]]; then
         cpu=$(awk -v d=$(($(cpu_ticks "$pid") - ticks0)) -v hz="$CLK_TCK" -v n="${n%%/*}" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
@@ -477,7 +490,7 @@ run_one() { # proto clients target rep
         CPU["$proto $c $t"]+="$cpu "
         CSW["$proto $c $t"]+="$csw "
     fi
-    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0},$cpu,$csw" >>"$CSV"
+    echo "$STAMP,$SCRIPT,$proto,$c,$THREADS,$t,$rep,$DURATION,$tps,$lat,${n%%/*},${failed:-0},$cpu,$csw,$mcpu" >>"$CSV"
     TPS["$proto $c $t"]+="$tps "
     log "$(printf '%-8s c=%-3s rep %d/%d  %-16s %10.0f tps  (%s ms avg)' "$proto" "$c" "$rep" "$REPEAT" "$t" "$tps" "$lat")"
 }
@@ -633,25 +646,26 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
             unset M
         done
     done
-    cpu_targets=
-    for t in $TARGETS; do [[ $t == direct ]] || cpu_targets+=" $t"; done
-    if [[ -n $cpu_targets ]]; then
-        echo
-        echo "Proxy CPU per transaction, µs, and in brackets the proxy threads' context switches per transaction (medians; user + system time of the proxy process and the voluntary + involuntary switches of its threads over each whole run, logins included, divided by the transactions of the run):"
-        echo
-        header="| protocol | clients |"; sep="|---|---:|"
-        for t in $cpu_targets; do header+=" $t |"; sep+="---:|"; done
-        echo "$header"; echo "$sep"
-        for proto in $PROTOCOLS; do
-            for c in $CLIENTS; do
-                row="| $proto | $c |"
-                for t in $cpu_targets; do
-                    row+=" $(median %.1f <<<"${CPU["$proto $c $t"]:-}") ($(median %.2f <<<"${CSW["$proto $c $t"]:-}")) |"
-                done
-                echo "$row"
+    echo
+    echo "CPU per transaction, µs: the proxy's, then the whole machine's; in brackets the proxy threads' context switches per transaction (medians; user + system time of the proxy process, busy time of all CPUs from /proc/stat, and the voluntary + involuntary switches of the proxy's threads, over each whole run, logins included, divided by the transactions of the run):"
+    echo
+    header="| protocol | clients |"; sep="|---|---:|"
+    for t in $TARGETS; do header+=" $t |"; sep+="---:|"; done
+    echo "$header"; echo "$sep"
+    for proto in $PROTOCOLS; do
+        for c in $CLIENTS; do
+            row="| $proto | $c |"
+            for t in $TARGETS; do
+                machine=$(median %.1f <<<"${MCPU["$proto $c $t"]:-}")
+                if [[ $t == direct ]]; then
+                    row+=" - / $machine |"
+                else
+                    row+=" $(median %.1f <<<"${CPU["$proto $c $t"]:-}") / $machine ($(median %.2f <<<"${CSW["$proto $c $t"]:-}")) |"
+                fi
             done
+            echo "$row"
         done
-    fi
+    done
     if [[ " $PROTOCOLS " == *" prepared "* && " $PROTOCOLS " == *" extended "* ]]; then
         echo
         echo "\`-M prepared\` / \`-M extended\`, same target and clients:"
