@@ -15,7 +15,7 @@ use crate::error::{
     ADMIN_SHUTDOWN, CONFIG_FILE_ERROR, ClientError, FEATURE_NOT_SUPPORTED, PROTOCOL_VIOLATION,
     SYNTAX_ERROR,
 };
-use crate::protocol::header::{Header, frontend};
+use crate::protocol::header::{Header, frontend, tag_name};
 use crate::protocol::messages::{self, Severity};
 use crate::server::Shared;
 use crate::session::registry::{ClientState, Stop};
@@ -115,7 +115,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, mut stream: ClientStream, user: &s
             other => {
                 let err = ClientError::new(
                     PROTOCOL_VIOLATION,
-                    format!("unexpected message type '{}'", other as char),
+                    format!("unexpected message type {}", tag_name(other)),
                 );
                 fatal(&mut stream, &mut out, &err).await;
                 return;

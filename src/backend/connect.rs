@@ -15,7 +15,7 @@ use super::credentials::Credentials;
 use super::scram;
 use crate::auth::keys::ScramKeys;
 use crate::config::Shard;
-use crate::protocol::header::{Header, backend};
+use crate::protocol::header::{Header, backend, tag_name};
 use crate::protocol::messages::error_fields;
 
 const AUTH_OK: i32 = 0;
@@ -201,8 +201,8 @@ async fn connect_inner(
             backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
             other => {
                 return Err(up.lost(format!(
-                    "unexpected message '{}' during login",
-                    other as char
+                    "unexpected message {} during login",
+                    tag_name(other)
                 )));
             }
         }
@@ -234,8 +234,8 @@ async fn authenticate(up: &mut Upstream<'_>) -> Result<(), BackendError> {
         let (tag, mut body) = up.recv().await?;
         if tag != backend::AUTHENTICATION || body.len() < 4 {
             return Err(up.lost(format!(
-                "expected an authentication request, got '{}'",
-                tag as char
+                "expected an authentication request, got {}",
+                tag_name(tag)
             )));
         }
         let code = body.get_i32();

@@ -147,13 +147,26 @@ pub(super) fn classify(name: &str) -> Class {
                 "server connections are shared by every tenant of a shared database",
             );
         }
-        "pg_stat_get_activity" | "pg_stat_statements" | "pg_stat_statements_reset" => {
+        "pg_stat_get_activity"
+        | "pg_stat_statements"
+        | "pg_stat_statements_reset"
+        | "pg_prepared_statement" => {
             return Class::Refused("it shows the statements of every tenant of a shared database");
+        }
+        "setseed" => {
+            return Class::Refused(
+                "it would seed random() for the tenants that use the server connection next",
+            );
         }
         "pg_reload_conf" | "pg_read_file" | "pg_read_binary_file" | "pg_ls_dir" => {
             return Class::Refused("it reaches the server outside row-level security");
         }
         _ => {}
+    }
+    // pg_stat_get_backend_activity(), _pid(), _client_addr() ...: other server connections'
+    // statements and clients.
+    if n.starts_with("pg_stat_get_backend_") {
+        return Class::Refused("it shows the statements of every tenant of a shared database");
     }
     if n.starts_with("dblink") {
         return Class::Refused("it runs statements on a connection pgtenant cannot check");
@@ -171,7 +184,10 @@ pub(super) fn classify(name: &str) -> Class {
 /// Relations (views) a tenant session may not read: they show every tenant's statements.
 pub(super) fn refused_relation(name: &str) -> Option<&'static str> {
     match name.to_ascii_lowercase().as_str() {
-        "pg_stat_activity" | "pg_stat_statements" | "pg_stat_statements_info" => {
+        "pg_stat_activity"
+        | "pg_stat_statements"
+        | "pg_stat_statements_info"
+        | "pg_prepared_statements" => {
             Some("it shows the statements of every tenant of a shared database")
         }
         "pg_largeobject" | "pg_largeobject_metadata" => {
@@ -195,5 +211,14 @@ mod tests {
         assert_eq!(classify("my_function"), Class::Other);
         assert_eq!(classify("Set_Config"), Class::SetConfig);
         assert!(matches!(classify("dblink_exec"), Class::Refused(_)));
+        for refused in [
+            "pg_prepared_statement",
+            "pg_stat_get_backend_activity",
+            "PG_STAT_GET_BACKEND_PID",
+            "setseed",
+        ] {
+            assert!(matches!(classify(refused), Class::Refused(_)), "{refused}");
+        }
+        assert!(refused_relation("PG_PREPARED_STATEMENTS").is_some());
     }
 }

@@ -138,6 +138,10 @@ impl Policy {
                  differently from how pgtenant checked them",
             ),
             "row_security" => Some("row-level security is what keeps tenants apart"),
+            "idle_session_timeout" => Some(
+                "it would end the server connection while it waits in the pool for the next \
+                 tenant",
+            ),
             _ => None,
         }
     }

@@ -663,7 +663,8 @@ impl Pool {
             if retirement.retires(&conn) {
                 continue;
             }
-            if needs_liveness_check(&conn, now) && !still_open(&conn) {
+            let check = needs_liveness_check(&conn, now) || left_to_reset(&conn, tenant);
+            if check && !still_open(&conn) {
                 continue;
             }
             return Some(conn);
@@ -931,6 +932,15 @@ impl Drop for Pending<'_> {
 fn needs_liveness_check(conn: &Pooled, now: Instant) -> bool {
     now.checked_sub(LIVENESS_CHECK_AFTER)
         .is_some_and(|t| conn.conn().last_used <= t)
+}
+
+/// `conn` is reset before `tenant` uses it: its last client may have left a setting that ends
+/// the server session while it is idle (`idle_session_timeout`), however briefly it sat in
+/// the pool, so it is checked whatever its age; the check is small beside the reset.
+fn left_to_reset(conn: &Pooled, tenant: &str) -> bool {
+    let c = conn.conn();
+    c.needs_reset
+        || (c.dirty_session && !matches!(&c.state, SessionState::UsedBy(t) if **t == *tenant))
 }
 
 /// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from

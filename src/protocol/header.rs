@@ -4,6 +4,11 @@
 /// Largest message pgtenant accepts from a client (PostgreSQL's own limit is 1 GB).
 pub(crate) const MAX_MESSAGE_LEN: usize = 1 << 30;
 
+/// PostgreSQL's largest length field for a frontend message that carries no statement text,
+/// parameters or data (`PQ_SMALL_MESSAGE_LIMIT`): a longer Sync, Flush, Describe, Execute,
+/// Close, Terminate, CopyDone or CopyFail makes the server end its session.
+pub(crate) const SMALL_MESSAGE_LIMIT: u32 = 10_000;
+
 /// Frontend tags the relay acts on.
 pub(crate) mod frontend {
     pub(crate) const QUERY: u8 = b'Q';
@@ -20,6 +25,26 @@ pub(crate) mod frontend {
     pub(crate) const COPY_DATA: u8 = b'd';
     pub(crate) const COPY_DONE: u8 = b'c';
     pub(crate) const COPY_FAIL: u8 = b'f';
+
+    /// A message type a client may send once logged in.
+    pub(crate) fn is_known(tag: u8) -> bool {
+        matches!(
+            tag,
+            QUERY
+                | SYNC
+                | FUNCTION_CALL
+                | TERMINATE
+                | PARSE
+                | BIND
+                | DESCRIBE
+                | EXECUTE
+                | CLOSE
+                | FLUSH
+                | COPY_DATA
+                | COPY_DONE
+                | COPY_FAIL
+        )
+    }
 }
 
 /// Backend tags the relay acts on.
@@ -64,5 +89,52 @@ impl Header {
     #[inline]
     pub(crate) fn is_valid(&self) -> bool {
         self.len >= 4 && (self.len as usize) <= MAX_MESSAGE_LEN
+    }
+
+    /// [`Header::is_valid`] for a message from a client, which PostgreSQL also holds to
+    /// [`SMALL_MESSAGE_LIMIT`] unless it may carry a statement, parameters or COPY data.
+    #[inline]
+    pub(crate) fn is_valid_frontend(&self) -> bool {
+        self.is_valid()
+            && (self.len <= SMALL_MESSAGE_LIMIT
+                || matches!(
+                    self.tag,
+                    frontend::QUERY
+                        | frontend::FUNCTION_CALL
+                        | frontend::PARSE
+                        | frontend::BIND
+                        | frontend::COPY_DATA
+                ))
+    }
+
+    /// Why the relay refuses a client message with this header (an unknown type or an
+    /// invalid length), in words for the client; `None` if it does not.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        if !frontend::is_known(self.tag) {
+            Some(format!("unexpected message type {}", tag_name(self.tag)))
+        } else if !self.is_valid_frontend() {
+            Some(self.invalid_reason())
+        } else {
+            None
+        }
+    }
+
+    /// Why a client's header is not [`Header::is_valid_frontend`], in words for the client.
+    pub(crate) fn invalid_reason(&self) -> String {
+        format!(
+            "invalid length {} in message {}",
+            self.len as i32,
+            tag_name(self.tag)
+        )
+    }
+}
+
+/// A message tag for an error message: `'Q'` when printable, else its byte value (`0x00`),
+/// which keeps a NUL or control byte out of the text.
+pub(crate) fn tag_name(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("'{}'", tag as char)
+    } else {
+        format!("0x{tag:02x}")
     }
 }

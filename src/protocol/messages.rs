@@ -44,14 +44,17 @@ pub(crate) fn error_response(
     message: &str,
     detail: Option<&str>,
 ) {
+    // A field is a C string: a NUL inside one (a client's bytes quoted in a message) would
+    // end it early and turn the rest into bogus fields.
+    let text = |t: &str| t.replace('\0', "\\0");
     let mut fields = vec![
         (b'S', severity.as_str().to_owned()),
         (b'V', severity.as_str().to_owned()),
         (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
+        (b'M', text(message)),
     ];
     if let Some(d) = detail {
-        fields.push((b'D', d.to_owned()));
+        fields.push((b'D', text(d)));
     }
     put(&ErrorResponse::new(fields), buf);
 }

@@ -18,9 +18,11 @@ use crate::error::IN_FAILED_TRANSACTION;
 /// A request whose answer is still to come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expect {
-    /// Client Parse, forwarded; `prepared` names the server statement it creates, if any.
+    /// Client Parse, forwarded; `prepared` names the server statement it creates and
+    /// `client` the client's name for it, for a named statement.
     Parse {
         prepared: Option<Box<str>>,
+        client: Option<Box<[u8]>>,
     },
     /// Client Bind; `statement` is the client's named statement it binds, if any.
     Bind {
@@ -47,8 +49,12 @@ pub(crate) enum Expect {
     /// Not a request: the client's CopyDone or CopyFail, where a COPY FROM STDIN ends. It marks
     /// which queued Syncs the server ignored once it says it entered copy-in mode.
     CopyEnd,
-    /// A client Parse of a statement the server already has: pgtenant answers ParseComplete.
-    FakeParseComplete,
+    /// A client Parse of a statement the server already has (`server`), named `client` by
+    /// the client: pgtenant answers ParseComplete.
+    FakeParseComplete {
+        client: Box<[u8]>,
+        server: Box<str>,
+    },
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
     FakeCloseComplete,
     /// A client's SQL `DEALLOCATE` of its own statement, sent while replies were still owed:
@@ -74,11 +80,26 @@ impl Expect {
         )
     }
 
+    /// Requests of the extended protocol, forwarded or injected: a Sync ends what they begin.
+    fn is_extended(&self) -> bool {
+        match self {
+            Expect::Parse { .. }
+            | Expect::Bind { .. }
+            | Expect::Describe { .. }
+            | Expect::Execute
+            | Expect::Close
+            | Expect::HiddenParse { .. }
+            | Expect::HiddenClose => true,
+            Expect::Refused { simple, .. } => !simple,
+            _ => false,
+        }
+    }
+
     /// Entries no server reply answers: [`Expected::drain_fakes`] takes them off the queue.
     fn is_fake(&self) -> bool {
         matches!(
             self,
-            Expect::FakeParseComplete
+            Expect::FakeParseComplete { .. }
                 | Expect::FakeCloseComplete
                 | Expect::FakeDeallocate
                 | Expect::CopyEnd
@@ -107,7 +128,14 @@ pub(crate) struct Expected {
     /// The server is in COPY FROM STDIN mode and the client has not ended it yet: its Syncs
     /// are ignored.
     copy_in: bool,
+    /// Client statements (name, server statement) whose Parse the server did not run: it
+    /// failed or was skipped after an error. The relay takes them off the client's map.
+    unprepared: Vec<Unprepared>,
 }
+
+/// A client statement whose Parse the server did not run: the client's name for it and the
+/// server statement it would have been.
+pub(crate) type Unprepared = (Box<[u8]>, Box<str>);
 
 /// Messages pgtenant must write to the client in place of a fake entry.
 pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
@@ -146,6 +174,26 @@ impl Expected {
         self.queue.is_empty()
     }
 
+    /// The server discards requests until the client's next Sync, which is not queued yet.
+    #[cfg(test)]
+    pub(crate) fn skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// Takes the client statements whose Parse the server did not run (see `unprepared`).
+    pub(crate) fn take_unprepared(&mut self) -> Option<Vec<Unprepared>> {
+        (!self.unprepared.is_empty()).then(|| std::mem::take(&mut self.unprepared))
+    }
+
+    /// A ReadyForQuery arriving now answers a client's Query or FunctionCall, and no
+    /// extended-protocol request is queued behind it: PostgreSQL has ended the implicit
+    /// transaction that extended-protocol messages before it began, as a Sync would.
+    pub(crate) fn ready_ends_batch(&self) -> bool {
+        let mut owed = self.queue.iter().filter(|e| !e.is_fake());
+        matches!(owed.next(), Some(Expect::Query | Expect::FunctionCall))
+            && !owed.any(Expect::is_extended)
+    }
+
     /// Pops fake entries at the head (all before them is answered) and writes their replies;
     /// `status` is the transaction status the last ReadyForQuery reported. True if a reply
     /// written ends a transaction (a ReadyForQuery `I`).
@@ -153,7 +201,7 @@ impl Expected {
         let mut ended = false;
         while let Some(head) = self.queue.front() {
             match head {
-                Expect::FakeParseComplete => out.extend_from_slice(PARSE_COMPLETE),
+                Expect::FakeParseComplete { .. } => out.extend_from_slice(PARSE_COMPLETE),
                 Expect::FakeCloseComplete => out.extend_from_slice(CLOSE_COMPLETE),
                 Expect::FakeDeallocate if status == b'E' => {
                     crate::protocol::messages::error_response(
@@ -280,8 +328,19 @@ impl Expected {
                 break;
             }
             match self.queue.pop_front() {
-                Some(Expect::Parse { prepared: Some(p) })
-                | Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
+                Some(Expect::Parse {
+                    prepared: Some(p),
+                    client,
+                }) => {
+                    if let Some(name) = client {
+                        self.unprepared.push((name, p.clone()));
+                    }
+                    dropped.push(p);
+                }
+                Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
+                Some(Expect::FakeParseComplete { client, server }) => {
+                    self.unprepared.push((client, server));
+                }
                 _ => {}
             }
         }
@@ -296,9 +355,12 @@ impl Expected {
 
     #[cfg(test)]
     pub(crate) fn head_is_fake(&self) -> bool {
-        self.queue
-            .front()
-            .is_some_and(|e| matches!(e, Expect::FakeParseComplete | Expect::FakeCloseComplete))
+        self.queue.front().is_some_and(|e| {
+            matches!(
+                e,
+                Expect::FakeParseComplete { .. } | Expect::FakeCloseComplete
+            )
+        })
     }
 }
 
@@ -309,12 +371,79 @@ mod tests {
 
     const BIND: Expect = Expect::Bind { statement: None };
 
+    fn fake_parse(client: &str, server: &str) -> Expect {
+        Expect::FakeParseComplete {
+            client: client.as_bytes().into(),
+            server: server.into(),
+        }
+    }
+
+    /// A failed Parse, and a Parse pgtenant answered itself behind it, leave the client
+    /// without those statements; a failed Bind leaves nothing to take.
+    #[test]
+    fn a_failed_parse_unprepares_the_clients_statements() {
+        let mut q = Expected::default();
+        q.push(Expect::Parse {
+            prepared: Some("pgt_a".into()),
+            client: Some((*b"s1").into()),
+        });
+        q.push(fake_parse("s2", "pgt_b"));
+        q.push(Expect::Sync);
+        let mut dropped = Vec::new();
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert_eq!(dropped, vec![Box::<str>::from("pgt_a")]);
+        let taken = q.take_unprepared().expect("two statements");
+        assert_eq!(
+            taken,
+            vec![
+                (Box::<[u8]>::from(*b"s1"), Box::<str>::from("pgt_a")),
+                (Box::<[u8]>::from(*b"s2"), Box::<str>::from("pgt_b")),
+            ]
+        );
+        assert_eq!(q.take_unprepared(), None);
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        q.push(BIND);
+        q.push(Expect::Sync);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert_eq!(q.take_unprepared(), None);
+    }
+
+    /// A simple Query ends what extended-protocol messages before it began; one followed by
+    /// more of them does not.
+    #[test]
+    fn a_query_ends_the_batch_before_it() {
+        let mut q = Expected::default();
+        q.push(BIND);
+        q.push(Expect::Execute);
+        q.push(Expect::Query);
+        assert!(!q.ready_ends_batch());
+        let mut dropped = Vec::new();
+        for tag in [b'2', b'C'] {
+            assert_eq!(q.on_server_message(tag, &mut dropped), Route::Forward);
+        }
+        assert!(q.ready_ends_batch());
+        q.push(BIND);
+        assert!(!q.ready_ends_batch());
+        assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
+        q.push(Expect::FunctionCall);
+        assert!(!q.ready_ends_batch(), "the Bind is still owed");
+        // An error before the Query: the server skips it, and only a Sync ends the batch.
+        let mut q = Expected::default();
+        q.push(Expect::Execute);
+        q.push(Expect::Query);
+        assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
+        assert!(q.is_empty() && q.skipping() && !q.ready_ends_batch());
+    }
+
     /// `is_fake` (which the relay asks before draining) names exactly the entries
     /// `drain_fakes` takes off the queue.
     #[test]
     fn is_fake_names_what_drain_fakes_takes() {
         let all = [
-            Expect::Parse { prepared: None },
+            Expect::Parse {
+                prepared: None,
+                client: None,
+            },
             BIND,
             Expect::Describe { statement: None },
             Expect::Execute,
@@ -328,7 +457,7 @@ mod tests {
             Expect::HiddenClose,
             Expect::HiddenQuery,
             Expect::CopyEnd,
-            Expect::FakeParseComplete,
+            fake_parse("s1", "pgt_a"),
             Expect::FakeCloseComplete,
             Expect::FakeDeallocate,
             Expect::Refused {
@@ -348,7 +477,7 @@ mod tests {
     #[test]
     fn fake_parse_complete_lands_before_bind_complete() {
         let mut q = Expected::default();
-        q.push(Expect::FakeParseComplete);
+        q.push(fake_parse("s1", "pgt_a"));
         q.push(BIND);
         q.push(Expect::Execute);
         q.push(Expect::Sync);
@@ -405,6 +534,7 @@ mod tests {
         q.push(BIND);
         q.push(Expect::Parse {
             prepared: Some("pgt_b".into()),
+            client: Some((*b"s2").into()),
         });
         q.push(Expect::FakeCloseComplete);
         q.push(Expect::Sync);
@@ -412,6 +542,11 @@ mod tests {
         assert_eq!(q.on_server_message(b'1', &mut dropped), Route::Hide);
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
         assert_eq!(dropped, vec![Box::<str>::from("pgt_b")]);
+        // The client's statement whose Parse was skipped does not exist, as on PostgreSQL.
+        assert_eq!(
+            q.take_unprepared(),
+            Some(vec![(Box::<[u8]>::from(*b"s2"), Box::<str>::from("pgt_b"))])
+        );
         assert!(!q.head_is_fake());
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());
@@ -429,10 +564,11 @@ mod tests {
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
         assert!(q.is_empty());
         assert!(!q.push(Expect::Parse {
-            prepared: Some("pgt_c".into())
+            prepared: Some("pgt_c".into()),
+            client: None,
         }));
         assert!(!q.push(BIND));
-        assert!(!q.push(Expect::FakeParseComplete));
+        assert!(!q.push(fake_parse("s1", "pgt_a")));
         assert!(!q.push(Expect::Execute));
         assert!(q.push(Expect::Sync));
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);

@@ -40,7 +40,7 @@ use crate::metrics::stats::Tally;
 use crate::metrics::{StatsKey, TenantStats, kind};
 use crate::pool::PoolError;
 use crate::pool::{Checkout, Keeper, Kept};
-use crate::protocol::header::{Header, backend, frontend};
+use crate::protocol::header::{Header, backend, frontend, tag_name};
 use crate::protocol::messages::{self, Severity};
 use crate::routing::Route;
 use crate::routing::signing::Signing;
@@ -352,7 +352,9 @@ impl Relay {
     /// Records what an admitted statement may leave on the server connection.
     fn apply(conn: &mut ServerConn, e: Effects) {
         if e.resets_context {
+            // RESET ALL and DISCARD ALL reset the client's startup parameters as well.
             conn.context = None;
+            conn.params_key = params::UNKNOWN;
         }
         if e.session_state {
             conn.params_key = params::UNKNOWN;
@@ -402,7 +404,12 @@ impl Relay {
         };
         // Guarded sessions say what they left behind; others may have left anything.
         if conn.needs_reset || (foreign && conn.dirty_session) {
+            // DISCARD ALL leaves random()'s seed as the last client set it (setseed): the
+            // next tenant gets a fresh one, not numbers the last one can predict.
+            // (Two messages: DISCARD ALL cannot run in the implicit transaction of one.)
             self.hidden_query("DISCARD ALL");
+            let seed = rand::random::<f64>() * 2.0 - 1.0;
+            self.hidden_query(&format!("SELECT setseed({seed:.15})"));
             conn.prepared.clear();
             conn.prepared_unknown = false;
             conn.context = None;
@@ -596,7 +603,7 @@ impl Relay {
     fn client_extended(&mut self, conn: &mut ServerConn, msg: &[u8]) -> Result<(), String> {
         let tag = msg[0];
         let body = &msg[Header::SIZE..];
-        let malformed = || format!("malformed '{}' message", tag as char);
+        let malformed = || format!("malformed {} message", tag_name(tag));
         self.sync_stale(conn);
         match tag {
             frontend::PARSE => {
@@ -641,23 +648,37 @@ impl Relay {
                     self.unnamed_verdict = verdict;
                     self.unnamed_here = true;
                     self.sout.extend_from_slice(msg);
-                    self.expected.push(Expect::Parse { prepared: None });
+                    self.expected.push(Expect::Parse {
+                        prepared: None,
+                        client: None,
+                    });
                 } else {
                     let epoch = self.stale_plans.epoch();
                     let p = self
                         .statements
                         .parse(name, after, taints, drops, verdict, epoch);
-                    if conn.prepared.touch(&p.server_name) {
-                        self.expected.push(Expect::FakeParseComplete);
+                    let queued = if conn.prepared.touch(&p.server_name) {
+                        self.expected.push(Expect::FakeParseComplete {
+                            client: name.into(),
+                            server: p.server_name.clone(),
+                        })
                     } else {
                         self.close_if_unknown(conn, &p);
                         self.make_room(conn, &p.server_name);
                         self.sout.extend_from_slice(&p.parse);
-                        if self.expected.push(Expect::Parse {
+                        let queued = self.expected.push(Expect::Parse {
                             prepared: Some(p.server_name.clone()),
-                        }) {
+                            client: Some(name.into()),
+                        });
+                        if queued {
                             conn.prepared.insert(p.server_name.clone());
                         }
+                        queued
+                    };
+                    // Sent while the server skips to the next Sync (after an error): like
+                    // PostgreSQL, the statement does not come to exist.
+                    if !queued {
+                        self.statements.close_if(name, &p.server_name);
                     }
                 }
             }
@@ -796,11 +817,8 @@ impl Relay {
             let Some(h) = Header::parse(&self.cin) else {
                 break;
             };
-            if !h.is_valid() {
-                return Err(format!(
-                    "invalid length {} in message '{}'",
-                    h.len, h.tag as char
-                ));
+            if !h.is_valid_frontend() {
+                return Err(h.invalid_reason());
             }
             if self.xact_start.is_none() {
                 self.xact_start = Some(Instant::now());
@@ -937,7 +955,7 @@ impl Relay {
                 }
                 frontend::FLUSH | frontend::COPY_DATA => {}
                 other => {
-                    return Err(format!("unexpected message type '{}'", other as char));
+                    return Err(format!("unexpected message type {}", tag_name(other)));
                 }
             }
             let n = h.total().min(self.cin.len());
@@ -986,17 +1004,33 @@ impl Relay {
             }
             let available = self.sin.len() - pos;
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
+            // A Query after extended-protocol messages without a Sync ends their batch when
+            // it has run (its ReadyForQuery), as a Sync would.
+            let ends_batch = h.tag == backend::READY_FOR_QUERY
+                && self.unsynced
+                && self.expected.ready_ends_batch();
             if whole && available < h.total() {
                 break Ok(());
             }
+            let mut renamed = None;
             if h.tag == backend::ERROR_RESPONSE
                 && let Some(p) = self.expected.head_statement()
-                && stale::is_stale_plan_error(&self.sin[pos..pos + h.total()])
             {
-                let p = p.clone();
-                self.plan_went_stale(conn, &p);
+                let error = &self.sin[pos..pos + h.total()];
+                if stale::is_stale_plan_error(error) {
+                    let p = p.clone();
+                    self.plan_went_stale(conn, &p);
+                } else {
+                    renamed = missing_statement(error, p);
+                }
             }
-            match self.expected.on_server_message(h.tag, &mut self.dropped) {
+            let route = match self.expected.on_server_message(h.tag, &mut self.dropped) {
+                expect::Route::Forward if renamed.is_some() => {
+                    expect::Route::Replace(renamed.take().unwrap_or_default())
+                }
+                route => route,
+            };
+            match route {
                 expect::Route::SetupFailed => {
                     let error = Bytes::copy_from_slice(&self.sin[pos..pos + h.total()]);
                     break Err(Pump::SetupFailed(error));
@@ -1011,6 +1045,14 @@ impl Relay {
             }
             for name in self.dropped.drain(..) {
                 conn.prepared.remove(&name);
+            }
+            if let Some(failed) = self.expected.take_unprepared() {
+                for (name, server) in failed {
+                    self.statements.close_if(&name, &server);
+                }
+            }
+            if ends_batch {
+                self.unsynced = false;
             }
             if h.tag == backend::READY_FOR_QUERY
                 && let Some(status) = messages::ready_status(&self.sin[pos..pos + h.total()])
@@ -1307,6 +1349,28 @@ pub(crate) async fn run(
     (outcome, relay.totals)
 }
 
+/// The server's "prepared statement does not exist" for statement `p` (its Parse failed or
+/// was skipped earlier in the client's pipeline), reworded with the client's name for it, as
+/// PostgreSQL would say it to the client; `None` for any other error.
+fn missing_statement(error: &[u8], p: &Prepared) -> Option<Bytes> {
+    let (code, message) = messages::error_fields(error);
+    if code != INVALID_STATEMENT_NAME || !message.contains(&*p.server_name) {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    messages::error_response(
+        &mut out,
+        Severity::Error,
+        INVALID_STATEMENT_NAME,
+        &format!(
+            "prepared statement \"{}\" does not exist",
+            String::from_utf8_lossy(&p.client_name)
+        ),
+        None,
+    );
+    Some(out.freeze())
+}
+
 /// Splits the client's stream for [`session`]: a plain TCP stream into borrowed halves,
 /// which read and write without the lock that `tokio::io::split` takes on every call.
 async fn split_session(
@@ -1418,6 +1482,16 @@ where
                 }
                 if relay.cin[0] == frontend::TERMINATE {
                     return Outcome::ClientLeft;
+                }
+                // A malformed first message is answered before any server connection is
+                // taken for it: a client does not wait for a busy pool to hear of it.
+                if let Some(reason) = Header::parse(&relay.cin).and_then(|h| h.refusal()) {
+                    let err = ClientError::new(
+                        PROTOCOL_VIOLATION,
+                        format!("protocol violation: {reason}"),
+                    );
+                    send_error(&mut cw, &mut relay.cout, &err).await;
+                    return Outcome::Protocol(reason);
                 }
                 // A reload since the last transaction: place the tenant again.
                 if shared.generation() != snapshot.generation {

@@ -18,6 +18,8 @@ use crate::guard::Verdict;
 pub(crate) struct Prepared {
     /// `pgt_` + 24 hex digits.
     pub(crate) server_name: Box<str>,
+    /// The client's name for it (each client Parse makes its own `Prepared`).
+    pub(crate) client_name: Box<[u8]>,
     /// The complete Parse message under `server_name`, ready to inject.
     pub(crate) parse: Bytes,
     /// Executing it may change session settings (see `taint`).
@@ -73,6 +75,7 @@ impl Statements {
         parse_message(&mut parse, &server_name, after_name);
         let p = Arc::new(Prepared {
             server_name: server_name.into_boxed_str(),
+            client_name: name.into(),
             parse: parse.freeze(),
             taints,
             drops,
@@ -80,7 +83,7 @@ impl Statements {
             checked: AtomicU64::new(epoch),
             stale: AtomicBool::new(false),
         });
-        self.map.insert(name.into(), p.clone());
+        self.map.insert(p.client_name.clone(), p.clone());
         p
     }
 
@@ -90,6 +93,18 @@ impl Statements {
 
     pub(crate) fn close(&mut self, name: &[u8]) {
         self.map.remove(name);
+    }
+
+    /// Forgets `name` if it still stands for server statement `server`: its Parse did not
+    /// run (a later Parse of the name since is left alone).
+    pub(crate) fn close_if(&mut self, name: &[u8], server: &str) {
+        if self
+            .map
+            .get(name)
+            .is_some_and(|p| *p.server_name == *server)
+        {
+            self.map.remove(name);
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::error::{
     ClientError, ClientFacing, INTERNAL_ERROR, PROTOCOL_VIOLATION, TOO_MANY_CONNECTIONS,
 };
 use crate::pool::PoolError;
+use crate::protocol::header::tag_name;
 use crate::relay;
 use crate::server::Shared;
 use crate::tenant::TenantError;
@@ -39,7 +40,7 @@ pub(crate) enum LoginError {
     TooManyClients,
     #[error("sorry, too many clients of tenant \"{0}\" already (max_tenant_clients)")]
     TenantFull(String),
-    #[error("expected a password message, got '{}'", *.0 as char)]
+    #[error("expected a password message, got {}", tag_name(*.0))]
     Unexpected(u8),
     #[error("tenant placement names no known shard")]
     NoShard,
