@@ -1640,6 +1640,14 @@ async fn copy_in_interrupted() {
             .contains("unexpected message type 0x51 during COPY from stdin"),
         "{ctx}: {out:?}"
     );
+    // PostgreSQL follows with a FATAL ("protocol synchronization was lost") that says why
+    // the session ends: pgtenant adds no "connection lost" after it.
+    let errors: Vec<String> = out
+        .iter()
+        .filter(|m| m.tag == b'E')
+        .map(|m| m.code())
+        .collect();
+    assert_eq!(errors, ["08P01", "08P01"], "{ctx}: {out:?}");
     assert_eq!(sink_count(), "2", "{ctx}");
     f.assert_clean(DATABASE, ctx).await;
 

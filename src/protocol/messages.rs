@@ -206,23 +206,47 @@ pub(crate) fn ready_status(msg: &[u8]) -> Option<u8> {
     (msg.len() == 6 && msg[0] == b'Z').then(|| msg[5])
 }
 
+/// The fields of a complete `ErrorResponse`/`NoticeResponse`: (field type, value).
+fn fields(msg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut body = msg.get(5..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        let (&field, rest) = body.split_first()?;
+        if field == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        body = rest.get(end + 1..).unwrap_or_default();
+        Some((field, &rest[..end]))
+    })
+}
+
 /// Reads the SQLSTATE and message of a complete `ErrorResponse`/`NoticeResponse`.
 pub(crate) fn error_fields(msg: &[u8]) -> (String, String) {
     let mut code = String::new();
     let mut message = String::new();
-    let mut body = msg.get(5..).unwrap_or_default();
-    while let Some((&field, rest)) = body.split_first() {
-        if field == 0 {
-            break;
-        }
-        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        let value = String::from_utf8_lossy(&rest[..end]).into_owned();
+    for (field, value) in fields(msg) {
         match field {
-            b'C' => code = value,
-            b'M' => message = value,
+            b'C' => code = String::from_utf8_lossy(value).into_owned(),
+            b'M' => message = String::from_utf8_lossy(value).into_owned(),
             _ => {}
         }
-        body = rest.get(end + 1..).unwrap_or_default();
     }
     (code, message)
+}
+
+/// A complete `ErrorResponse` whose severity ends the session (`FATAL` or `PANIC`): read
+/// from the untranslated severity field, else the localized one.
+pub(crate) fn ends_session(msg: &[u8]) -> bool {
+    let mut severity = None;
+    for (field, value) in fields(msg) {
+        match field {
+            b'V' => {
+                severity = Some(value);
+                break;
+            }
+            b'S' => severity = Some(value),
+            _ => {}
+        }
+    }
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
 }

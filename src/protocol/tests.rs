@@ -1,7 +1,9 @@
 //! Codec tests on hand-written bytes.
 
 use super::header::Header;
-use super::messages::{error_fields, query, quote_ident, quote_literal, ready_status};
+use super::messages::{
+    ends_session, error_fields, query, quote_ident, quote_literal, ready_status,
+};
 use super::startup::{FirstPacket, StartupPacketError, decode, packet_len};
 use bytes::BytesMut;
 
@@ -81,4 +83,10 @@ fn reads_ready_status_and_error_fields() {
     assert_eq!(ready_status(b"Z\0\0\0\x05"), None);
     let msg = b"E\0\0\0\x1cSERROR\0C42501\0Mno way\0\0";
     assert_eq!(error_fields(msg), ("42501".to_owned(), "no way".to_owned()));
+    assert!(!ends_session(msg));
+    assert!(ends_session(b"E\0\0\0\x1fSFATAL\0VFATAL\0C57P05\0Mbye\0\0"));
+    // The untranslated severity decides over a localized one.
+    assert!(ends_session(b"E\0\0\0\x1aSFATALE\0VFATAL\0Mx\0\0"));
+    assert!(!ends_session(b"E\0\0\0\x1aSFATAL\0VERROR\0Mx\0\0"));
+    assert!(ends_session(b"E\0\0\0\x0fSPANIC\0Mx\0\0"));
 }

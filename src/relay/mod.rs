@@ -133,6 +133,9 @@ struct Relay {
     s_rem: usize,
     /// The current server message is a reply to pgtenant's own request.
     s_hide: bool,
+    /// The client was sent the server's FATAL (or PANIC) error: the server ends the session
+    /// and has said why, so pgtenant adds no error of its own when the connection closes.
+    server_said_fatal: bool,
     /// Replies the server still owes, in order.
     expected: Expected,
     /// Extended-protocol messages sent since the last Sync.
@@ -229,6 +232,7 @@ impl Relay {
             c_rem: 0,
             s_rem: 0,
             s_hide: false,
+            server_said_fatal: false,
             expected: Expected::default(),
             unsynced: false,
             status: b'I',
@@ -1041,7 +1045,14 @@ impl Relay {
                     self.s_hide = true;
                 }
                 expect::Route::Hide => self.s_hide = true,
-                expect::Route::Forward => self.s_hide = false,
+                expect::Route::Forward => {
+                    self.s_hide = false;
+                    if h.tag == backend::ERROR_RESPONSE
+                        && messages::ends_session(&self.sin[pos..pos + h.total()])
+                    {
+                        self.server_said_fatal = true;
+                    }
+                }
             }
             for name in self.dropped.drain(..) {
                 conn.prepared.remove(&name);
@@ -1627,7 +1638,7 @@ where
             Pump::ServerLost(reason) => {
                 let shard = &route.key.shard;
                 tracing::warn!(tenant = %route.tenant, %shard, %reason, "server connection lost");
-                if relay.s_rem == 0 {
+                if relay.s_rem == 0 && !relay.server_said_fatal {
                     let err = ClientError::new(
                         CONNECTION_FAILURE,
                         format!("server connection to shard \"{shard}\" lost: {reason}"),
