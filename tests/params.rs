@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 async fn show(client: &tokio_postgres::Client, name: &str) -> String {
     client
@@ -62,5 +63,60 @@ async fn each_client_sees_its_own_startup_parameters_on_a_shared_server_connecti
         .expect("date")
         .get(0);
     assert_eq!(d, "02/01/2024", "DateStyle SQL, DMY");
+    proxy.shutdown().await;
+}
+
+/// A client's `SET` of a reported setting (`TimeZone`, `application_name`) in a placement
+/// without the statement guard: the next client of the same tenant that gave the same startup
+/// parameters does not inherit it on the shared server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_set_of_a_startup_parameter_stays_with_that_client() {
+    let db = unique("params_set");
+    create_db(&db, "SELECT 1;");
+    let proxy = start_proxy(&config_text(&tenant_toml(
+        "acme",
+        "database",
+        &db,
+        "pool_size = 1",
+    )))
+    .await;
+    let default_tz = cluster()
+        .psql("postgres", "SHOW TimeZone")
+        .expect("server default");
+    assert_ne!(default_tz, "Asia/Tokyo");
+    let same = |proxy| {
+        let mut c = client_config(proxy, "app.acme", "acme");
+        c.application_name("worker");
+        c
+    };
+    let a = try_connect(same(&proxy)).await.expect("client a");
+    let b = try_connect(same(&proxy)).await.expect("client b");
+    for round in 0..3 {
+        a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'changed'")
+            .await
+            .expect("a's SET");
+        assert_eq!(show(&b, "TimeZone").await, default_tz, "round {round}");
+        assert_eq!(
+            show(&b, "application_name").await,
+            "worker",
+            "round {round}"
+        );
+    }
+    // Alone on the server connection, a keeps its own change from one transaction to the
+    // next (b's transactions in between would have put b's parameters in force).
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .expect("a's SET");
+    assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+    // RESET ALL returns a client's settings to its startup parameters, as on a direct
+    // connection, where they are the session's defaults.
+    a.batch_execute("SET application_name = 'changed'; RESET ALL")
+        .await
+        .expect("a's RESET ALL");
+    assert_eq!(show(&a, "application_name").await, "worker");
+    assert_eq!(show(&a, "TimeZone").await, default_tz);
+    drop(a);
     proxy.shutdown().await;
 }

@@ -187,6 +187,11 @@ struct Relay {
     max_prepared: usize,
     /// The client's session parameters, put in force on each server connection it uses.
     params: params::SessionParams,
+    /// The `params_key` of a server connection that carries this client's settings as the
+    /// client left them: `params.key`, or a key of this session's own once the client changed
+    /// a reported setting (so that its next transaction on that connection keeps the change,
+    /// and any other client's gets its own parameters sent again).
+    params_in_force: u64,
     /// Which lane of the tenant's statistics this session adds to.
     lane: usize,
     /// The pool is in transaction mode (`LISTEN` is refused).
@@ -257,6 +262,7 @@ impl Relay {
             idle_timeout: Duration::ZERO,
             idle_xact_timeout: Duration::ZERO,
             max_prepared: 0,
+            params_in_force: params.key,
             params,
             lane: 0,
             transaction_mode: route.mode == PoolMode::Transaction,
@@ -444,7 +450,8 @@ impl Relay {
         }
         self.sync_stale(conn);
         self.unnamed_here = false;
-        if conn.params_key != self.params.key {
+        if conn.params_key != self.params_in_force {
+            self.params_in_force = self.params.key;
             let sql = self.params.sql.clone();
             self.hidden_query(&sql);
             conn.params_key = self.params.key;
@@ -646,6 +653,9 @@ impl Relay {
                 }
                 // Guarded sessions apply the verdict's effects (drops included) at Bind.
                 let drops = words.is_some_and(Words::drops);
+                if words.is_some_and(|w| resets_params(w, after)) {
+                    conn.params_key = params::UNKNOWN;
+                }
                 if name.is_empty() {
                     self.unnamed_taints = taints;
                     self.unnamed_drops = drops;
@@ -915,6 +925,9 @@ impl Relay {
                                     if words.drops() {
                                         prepared::forget_all(conn);
                                     }
+                                    if resets_params(words, text) {
+                                        conn.params_key = params::UNKNOWN;
+                                    }
                                     if self.track_context && taint::may_change_settings(text) {
                                         conn.context = None;
                                     }
@@ -1047,6 +1060,17 @@ impl Relay {
                 expect::Route::Hide => self.s_hide = true,
                 expect::Route::Forward => {
                     self.s_hide = false;
+                    // The client changed a reported setting (`SET TimeZone`,
+                    // `application_name`...): the connection carries this client's settings
+                    // and no other's.
+                    // (Unless pgtenant already knows to send them again: after RESET ALL or
+                    // DISCARD ALL the client's own parameters are due again as well.)
+                    if h.tag == backend::PARAMETER_STATUS && conn.params_key != params::UNKNOWN {
+                        if self.params_in_force == self.params.key {
+                            self.params_in_force = params::session_key();
+                        }
+                        conn.params_key = self.params_in_force;
+                    }
                     if h.tag == backend::ERROR_RESPONSE
                         && messages::ends_session(&self.sin[pos..pos + h.total()])
                     {
@@ -1358,6 +1382,13 @@ pub(crate) async fn run(
         shared.metrics.error(Some(&control.who.tenant), kind);
     }
     (outcome, relay.totals)
+}
+
+/// An unguarded statement text that may be `RESET ALL` or `DISCARD ALL`, which take the
+/// client's startup parameters back to the server's defaults: they are sent again before its
+/// next transaction.
+fn resets_params(words: Words, text: &[u8]) -> bool {
+    words.discard || taint::mentions_word(text, b"reset")
 }
 
 /// The server's "prepared statement does not exist" for statement `p` (its Parse failed or

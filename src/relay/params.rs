@@ -31,6 +31,17 @@ pub(crate) const UNKNOWN: u64 = u64::MAX;
 /// `params_key` of a fresh (or `DISCARD ALL`ed) server connection.
 pub(crate) const DEFAULTS: u64 = 0;
 
+/// A `params_key` for the settings one client session changed itself: random, so that no
+/// other client's key matches it.
+pub(crate) fn session_key() -> u64 {
+    loop {
+        let key = rand::random::<u64>();
+        if key != UNKNOWN && key != DEFAULTS {
+            return key;
+        }
+    }
+}
+
 /// One client's parameters and the statement that puts them in force.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionParams {
