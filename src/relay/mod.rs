@@ -1062,9 +1062,8 @@ impl Relay {
                     self.s_hide = false;
                     // The client changed a reported setting (`SET TimeZone`,
                     // `application_name`...): the connection carries this client's settings
-                    // and no other's.
-                    // (Unless pgtenant already knows to send them again: after RESET ALL or
-                    // DISCARD ALL the client's own parameters are due again as well.)
+                    // and no other's. Unless they are due again anyway (UNKNOWN: after a
+                    // RESET ALL or DISCARD ALL, the client's own are due as well).
                     if h.tag == backend::PARAMETER_STATUS && conn.params_key != params::UNKNOWN {
                         if self.params_in_force == self.params.key {
                             self.params_in_force = params::session_key();
