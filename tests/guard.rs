@@ -480,19 +480,7 @@ async fn protocol_level_attacks_are_refused() {
     let mut buf = BytesMut::new();
     raw_login(&mut s, &mut buf, "app.alpha", Some("alpha")).await;
     let mut out = BytesMut::new();
-    let args: [&[u8]; 3] = [b"app.current_tenant", b"beta", b"false"];
-    let mut body = BytesMut::new();
-    body.put_i32(2078); // set_config(text, text, boolean)
-    body.put_i16(0);
-    body.put_i16(3);
-    for a in args {
-        body.put_i32(a.len() as i32);
-        body.put_slice(a);
-    }
-    body.put_i16(0);
-    out.put_u8(b'F');
-    out.put_i32(4 + body.len() as i32);
-    out.put_slice(&body);
+    set_config_call(&mut out, "app.current_tenant", "beta");
     s.write_all(&out).await.expect("write");
     let mut refused = false;
     loop {

@@ -1893,22 +1893,7 @@ async fn fast_path_call(placement: Placement) {
         ("app.current_tenant", "beta"),
         ("statement_timeout", "4215s"),
     ] {
-        a.send(|o| {
-            let args: [&[u8]; 3] = [name.as_bytes(), value.as_bytes(), b"false"];
-            let mut body = BytesMut::new();
-            body.put_i32(2078); // set_config(text, text, boolean)
-            body.put_i16(0);
-            body.put_i16(3);
-            for arg in args {
-                body.put_i32(arg.len() as i32);
-                body.put_slice(arg);
-            }
-            body.put_i16(0);
-            o.put_u8(b'F');
-            o.put_i32(4 + body.len() as i32);
-            o.put_slice(&body);
-        })
-        .await;
+        a.send(|o| set_config_call(o, name, value)).await;
         let r = a.until_ready().await;
         match placement {
             Placement::Shared => assert_eq!(r.errors, ["42501"], "{name}: {r:?}"),

@@ -13,6 +13,18 @@ async fn show(client: &tokio_postgres::Client, name: &str) -> String {
         .get(0)
 }
 
+/// Tenant `acme` in database placement on `db`, with one server connection: the clients'
+/// transactions alternate on it.
+async fn one_connection_proxy(db: &str) -> pgtenant::server::Proxy {
+    start_proxy(&config_text(&tenant_toml(
+        "acme",
+        "database",
+        db,
+        "pool_size = 1",
+    )))
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_sees_its_own_startup_parameters_on_a_shared_server_connection() {
     let db = unique("params");
@@ -20,14 +32,7 @@ async fn each_client_sees_its_own_startup_parameters_on_a_shared_server_connecti
         &db,
         "CREATE SCHEMA custom; CREATE TABLE custom.only_here (x int);",
     );
-    // One server connection: the two clients' transactions alternate on it.
-    let proxy = start_proxy(&config_text(&tenant_toml(
-        "acme",
-        "database",
-        &db,
-        "pool_size = 1",
-    )))
-    .await;
+    let proxy = one_connection_proxy(&db).await;
     let mut a = client_config(&proxy, "app.acme", "acme");
     a.application_name("alpha").options(
         "-c TimeZone=Asia/Tokyo -c DateStyle=SQL,DMY -c statement_timeout=1500 -c search_path=custom,public",
@@ -73,13 +78,7 @@ async fn each_client_sees_its_own_startup_parameters_on_a_shared_server_connecti
 async fn a_clients_set_of_a_startup_parameter_stays_with_that_client() {
     let db = unique("params_set");
     create_db(&db, "SELECT 1;");
-    let proxy = start_proxy(&config_text(&tenant_toml(
-        "acme",
-        "database",
-        &db,
-        "pool_size = 1",
-    )))
-    .await;
+    let proxy = one_connection_proxy(&db).await;
     let default_tz = cluster()
         .psql("postgres", "SHOW TimeZone")
         .expect("server default");

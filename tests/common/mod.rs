@@ -296,6 +296,25 @@ pub async fn item_names(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Appends a fast-path FunctionCall message: `set_config(name, value, false)` (function oid
+/// 2078), text arguments, text result.
+pub fn set_config_call(out: &mut bytes::BytesMut, name: &str, value: &str) {
+    use bytes::BufMut;
+    let args: [&[u8]; 3] = [name.as_bytes(), value.as_bytes(), b"false"];
+    let mut body = bytes::BytesMut::new();
+    body.put_i32(2078); // set_config(text, text, boolean)
+    body.put_i16(0);
+    body.put_i16(3);
+    for arg in args {
+        body.put_i32(arg.len() as i32);
+        body.put_slice(arg);
+    }
+    body.put_i16(0);
+    out.put_u8(b'F');
+    out.put_i32(4 + body.len() as i32);
+    out.put_slice(&body);
+}
+
 /// Reads one backend message from a raw stream.
 pub async fn read_msg<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
