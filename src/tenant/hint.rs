@@ -25,6 +25,16 @@ pub(crate) fn read(
     sni: Option<&str>,
 ) -> Result<Hint, TenantError> {
     let raw_user = params.get("user").unwrap_or_default().to_owned();
+    // A startup parameter of the GUC's name would be ignored (pgtenant applies only the
+    // parameters it tracks): refused like the same setting in `options`, so that nobody
+    // takes it for a way to name the tenant.
+    if let Some((name, _)) = params
+        .params
+        .iter()
+        .find(|(n, _)| names_guc(n, &tenancy.guc))
+    {
+        return Err(TenantError::ForbiddenOption(name.clone()));
+    }
     let options = parse_options(params.get("options").unwrap_or_default(), &tenancy.guc)?;
     let mut user = raw_user.clone();
     let mut found: Vec<(Source, String)> = Vec::new();
@@ -112,14 +122,20 @@ fn sni_tenant(server_name: &str, suffix: Option<&str>) -> Option<String> {
 fn parse_options(options: &str, guc: &str) -> Result<Option<String>, TenantError> {
     let mut tenant = None;
     for (name, value) in option_settings(options)? {
-        let name_norm = name.trim().to_ascii_lowercase().replace('-', "_");
-        if name_norm == "tenant" {
-            tenant = Some(value);
-        } else if name_norm == guc.to_ascii_lowercase() {
+        if names_guc(&name, guc) {
             return Err(TenantError::ForbiddenOption(name));
+        }
+        if name.trim().replace('-', "_").eq_ignore_ascii_case("tenant") {
+            tenant = Some(value);
         }
     }
     Ok(tenant)
+}
+
+/// A setting's name as a client wrote it names the tenant GUC (PostgreSQL folds case and
+/// reads `-` as `_` in option names).
+fn names_guc(name: &str, guc: &str) -> bool {
+    name.trim().replace('-', "_").eq_ignore_ascii_case(guc)
 }
 
 /// Every `-c name=value`, `-cname=value` and `--name=value` in the startup `options`, in order.

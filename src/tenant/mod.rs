@@ -28,7 +28,9 @@ pub(crate) enum TenantError {
     Unknown(String),
     #[error("tenant \"{0}\" is suspended")]
     Suspended(String),
-    #[error("startup options may not set \"{0}\": pgtenant sets the tenant context itself")]
+    #[error(
+        "the startup packet may not set \"{0}\" (a parameter or in options): pgtenant sets the tenant context itself"
+    )]
     ForbiddenOption(String),
     #[error("invalid startup options: {0}")]
     BadOptions(String),

@@ -141,6 +141,30 @@ fn options_name_the_tenant_and_may_not_set_the_guc() {
 }
 
 #[test]
+fn a_startup_parameter_of_the_gucs_name_is_refused() {
+    for name in ["app.current_tenant", "APP.Current_Tenant"] {
+        let e = read(
+            &tenancy(&ALL),
+            &params(&[("user", "alice.acme"), (name, "globex")]),
+            None,
+        )
+        .expect_err(name);
+        assert!(
+            matches!(e, TenantError::ForbiddenOption(ref n) if n == name),
+            "{e:?}"
+        );
+    }
+    assert!(
+        read(
+            &tenancy(&ALL),
+            &params(&[("user", "alice.acme"), ("application_name", "x")]),
+            None,
+        )
+        .is_ok()
+    );
+}
+
+#[test]
 fn verified_jwt_tenant_joins_the_agreement_rule_at_its_place() {
     let t = tenancy(&[Source::Sni, Source::Jwt, Source::User]);
     let h = read(&t, &params(&[("user", "alice.acme")]), None).expect("ok");
