@@ -1719,7 +1719,6 @@ async fn oversized_small_messages_get_08p01() {
 /// naming the client's statement, as from PostgreSQL, whether sent after the error came
 /// back or pipelined behind the Parse's Sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-
 async fn statement_whose_parse_failed_does_not_exist() {
     let f = fixture("failedparse", 10, BOTH_PEERS).await;
     for tenant in [SHARED, DATABASE] {
@@ -1774,6 +1773,39 @@ async fn statement_whose_parse_failed_does_not_exist() {
             "prepared statement \"s2\" does not exist",
             &ctx,
         );
+        // A Close the server skips (sent after an error, before the Sync) closes nothing,
+        // as on PostgreSQL: the statement still runs afterwards.
+        let ctx = format!("{tenant}: Close of s3 skipped after an error");
+        let out = c
+            .exchange(&cat(&[&parse("s3", b"SELECT 3", &[]), SYNC]), b'I', &ctx)
+            .await;
+        assert_eq!(tags(&out), "1Z", "{ctx}: {out:?}");
+        c.send(&cat(&[
+            &parse("", b"SELECT 1/0", &[]),
+            &bind("", "", &[]),
+            &execute("", 0),
+            FLUSH,
+        ]))
+        .await;
+        let mut out = Vec::new();
+        while out.last().is_none_or(|m: &Msg| m.tag != b'E') {
+            out.push(c.next(&ctx).await.expect("the division's error"));
+        }
+        // (The constant division fails while the Bind plans it.)
+        assert_eq!(tags(&out), "1E", "{ctx}: {out:?}");
+        let out = c
+            .exchange(&cat(&[&close(b'S', "s3"), SYNC]), b'I', &ctx)
+            .await;
+        assert_eq!(tags(&out), "Z", "{ctx}: {out:?}");
+        let out = c
+            .exchange(
+                &cat(&[&bind("", "s3", &[]), &execute("", 0), SYNC]),
+                b'I',
+                &ctx,
+            )
+            .await;
+        assert_eq!(tags(&out), "2DCZ", "{ctx}: {out:?}");
+        assert_eq!(out[1].value(), "3", "{ctx}");
         drop(c);
         f.assert_clean(tenant, &format!("{tenant}: failed Parse"))
             .await;

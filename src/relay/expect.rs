@@ -19,10 +19,10 @@ use crate::error::IN_FAILED_TRANSACTION;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expect {
     /// Client Parse, forwarded; `prepared` names the server statement it creates and
-    /// `client` the client's name for it, for a named statement.
+    /// `client` is the client's statement it registered, for a named statement.
     Parse {
         prepared: Option<Box<str>>,
-        client: Option<Box<[u8]>>,
+        client: Option<Arc<Prepared>>,
     },
     /// Client Bind; `statement` is the client's named statement it binds, if any.
     Bind {
@@ -49,11 +49,10 @@ pub(crate) enum Expect {
     /// Not a request: the client's CopyDone or CopyFail, where a COPY FROM STDIN ends. It marks
     /// which queued Syncs the server ignored once it says it entered copy-in mode.
     CopyEnd,
-    /// A client Parse of a statement the server already has (`server`), named `client` by
-    /// the client: pgtenant answers ParseComplete.
+    /// A client Parse of a statement the server already has (`client`, as registered for
+    /// the client): pgtenant answers ParseComplete.
     FakeParseComplete {
-        client: Box<[u8]>,
-        server: Box<str>,
+        client: Arc<Prepared>,
     },
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
     FakeCloseComplete,
@@ -133,9 +132,8 @@ pub(crate) struct Expected {
     unprepared: Vec<Unprepared>,
 }
 
-/// A client statement whose Parse the server did not run: the client's name for it and the
-/// server statement it would have been.
-pub(crate) type Unprepared = (Box<[u8]>, Box<str>);
+/// A client statement whose Parse the server did not run, as that Parse registered it.
+pub(crate) type Unprepared = Arc<Prepared>;
 
 /// Messages pgtenant must write to the client in place of a fake entry.
 pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
@@ -332,15 +330,11 @@ impl Expected {
                     prepared: Some(p),
                     client,
                 }) => {
-                    if let Some(name) = client {
-                        self.unprepared.push((name, p.clone()));
-                    }
+                    self.unprepared.extend(client);
                     dropped.push(p);
                 }
                 Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
-                Some(Expect::FakeParseComplete { client, server }) => {
-                    self.unprepared.push((client, server));
-                }
+                Some(Expect::FakeParseComplete { client }) => self.unprepared.push(client),
                 _ => {}
             }
         }
@@ -371,11 +365,37 @@ mod tests {
 
     const BIND: Expect = Expect::Bind { statement: None };
 
-    fn fake_parse(client: &str, server: &str) -> Expect {
+    /// A client's statement `client` as a Parse of `sql` registers it.
+    fn statement(client: &str, sql: &str) -> Arc<Prepared> {
+        let mut after = sql.as_bytes().to_vec();
+        after.extend_from_slice(b"\0\0\0");
+        super::super::prepared::Statements::default().parse(
+            client.as_bytes(),
+            &after,
+            false,
+            false,
+            None,
+            0,
+        )
+    }
+
+    fn fake_parse(client: &str, sql: &str) -> Expect {
         Expect::FakeParseComplete {
-            client: client.as_bytes().into(),
-            server: server.into(),
+            client: statement(client, sql),
         }
+    }
+
+    /// (client name, server name) of each statement.
+    fn names(statements: &[Arc<Prepared>]) -> Vec<(String, String)> {
+        statements
+            .iter()
+            .map(|p| {
+                (
+                    String::from_utf8_lossy(&p.client_name).into_owned(),
+                    p.server_name.to_string(),
+                )
+            })
+            .collect()
     }
 
     /// A failed Parse, and a Parse pgtenant answered itself behind it, leave the client
@@ -383,23 +403,23 @@ mod tests {
     #[test]
     fn a_failed_parse_unprepares_the_clients_statements() {
         let mut q = Expected::default();
+        let s1 = statement("s1", "SELECT 1");
         q.push(Expect::Parse {
-            prepared: Some("pgt_a".into()),
-            client: Some((*b"s1").into()),
+            prepared: Some(s1.server_name.clone()),
+            client: Some(s1.clone()),
         });
-        q.push(fake_parse("s2", "pgt_b"));
+        let s2 = fake_parse("s2", "SELECT 2");
+        q.push(s2);
         q.push(Expect::Sync);
         let mut dropped = Vec::new();
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
-        assert_eq!(dropped, vec![Box::<str>::from("pgt_a")]);
+        assert_eq!(dropped, vec![s1.server_name.clone()]);
         let taken = q.take_unprepared().expect("two statements");
         assert_eq!(
-            taken,
-            vec![
-                (Box::<[u8]>::from(*b"s1"), Box::<str>::from("pgt_a")),
-                (Box::<[u8]>::from(*b"s2"), Box::<str>::from("pgt_b")),
-            ]
+            names(&taken),
+            names(&[s1.clone(), statement("s2", "SELECT 2")])
         );
+        assert!(Arc::ptr_eq(&taken[0], &s1));
         assert_eq!(q.take_unprepared(), None);
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         q.push(BIND);
@@ -457,7 +477,7 @@ mod tests {
             Expect::HiddenClose,
             Expect::HiddenQuery,
             Expect::CopyEnd,
-            fake_parse("s1", "pgt_a"),
+            fake_parse("s1", "SELECT 1"),
             Expect::FakeCloseComplete,
             Expect::FakeDeallocate,
             Expect::Refused {
@@ -477,7 +497,7 @@ mod tests {
     #[test]
     fn fake_parse_complete_lands_before_bind_complete() {
         let mut q = Expected::default();
-        q.push(fake_parse("s1", "pgt_a"));
+        q.push(fake_parse("s1", "SELECT 1"));
         q.push(BIND);
         q.push(Expect::Execute);
         q.push(Expect::Sync);
@@ -532,21 +552,20 @@ mod tests {
             prepared: "pgt_a".into(),
         });
         q.push(BIND);
+        let s2 = statement("s2", "SELECT 2");
         q.push(Expect::Parse {
-            prepared: Some("pgt_b".into()),
-            client: Some((*b"s2").into()),
+            prepared: Some(s2.server_name.clone()),
+            client: Some(s2.clone()),
         });
         q.push(Expect::FakeCloseComplete);
         q.push(Expect::Sync);
         let mut dropped = Vec::new();
         assert_eq!(q.on_server_message(b'1', &mut dropped), Route::Hide);
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
-        assert_eq!(dropped, vec![Box::<str>::from("pgt_b")]);
+        assert_eq!(dropped, vec![s2.server_name.clone()]);
         // The client's statement whose Parse was skipped does not exist, as on PostgreSQL.
-        assert_eq!(
-            q.take_unprepared(),
-            Some(vec![(Box::<[u8]>::from(*b"s2"), Box::<str>::from("pgt_b"))])
-        );
+        let taken = q.take_unprepared().expect("s2");
+        assert_eq!(names(&taken), names(&[s2]));
         assert!(!q.head_is_fake());
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());
@@ -568,7 +587,7 @@ mod tests {
             client: None,
         }));
         assert!(!q.push(BIND));
-        assert!(!q.push(fake_parse("s1", "pgt_a")));
+        assert!(!q.push(fake_parse("s1", "SELECT 1")));
         assert!(!q.push(Expect::Execute));
         assert!(q.push(Expect::Sync));
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);

@@ -419,7 +419,9 @@ impl Relay {
             // (Two messages: DISCARD ALL cannot run in the implicit transaction of one.)
             self.hidden_query("DISCARD ALL");
             let seed = rand::random::<f64>() * 2.0 - 1.0;
-            self.hidden_query(&format!("SELECT setseed({seed:.15})"));
+            self.hidden_query(&format!(
+                "SELECT pg_catalog.setseed({seed:.15}::pg_catalog.float8)"
+            ));
             conn.prepared.clear();
             conn.prepared_unknown = false;
             conn.context = None;
@@ -672,17 +674,15 @@ impl Relay {
                         .statements
                         .parse(name, after, taints, drops, verdict, epoch);
                     let queued = if conn.prepared.touch(&p.server_name) {
-                        self.expected.push(Expect::FakeParseComplete {
-                            client: name.into(),
-                            server: p.server_name.clone(),
-                        })
+                        self.expected
+                            .push(Expect::FakeParseComplete { client: p.clone() })
                     } else {
                         self.close_if_unknown(conn, &p);
                         self.make_room(conn, &p.server_name);
                         self.sout.extend_from_slice(&p.parse);
                         let queued = self.expected.push(Expect::Parse {
                             prepared: Some(p.server_name.clone()),
-                            client: Some(name.into()),
+                            client: Some(p.clone()),
                         });
                         if queued {
                             conn.prepared.insert(p.server_name.clone());
@@ -692,7 +692,7 @@ impl Relay {
                     // Sent while the server skips to the next Sync (after an error): like
                     // PostgreSQL, the statement does not come to exist.
                     if !queued {
-                        self.statements.close_if(name, &p.server_name);
+                        self.statements.close_if(&p);
                     }
                 }
             }
@@ -768,9 +768,11 @@ impl Relay {
                 let statement = kind == b'S' && !name.is_empty();
                 if tag == frontend::CLOSE {
                     if statement {
-                        // The server keeps the statement for other clients.
-                        self.statements.close(name);
-                        self.expected.push(Expect::FakeCloseComplete);
+                        // The server keeps the statement for other clients. (Skipped after
+                        // an error, the Close closes nothing, as on PostgreSQL.)
+                        if self.expected.push(Expect::FakeCloseComplete) {
+                            self.statements.close(name);
+                        }
                     } else {
                         self.sout.extend_from_slice(msg);
                         self.expected.push(Expect::Close);
@@ -1081,8 +1083,8 @@ impl Relay {
                 conn.prepared.remove(&name);
             }
             if let Some(failed) = self.expected.take_unprepared() {
-                for (name, server) in failed {
-                    self.statements.close_if(&name, &server);
+                for p in failed {
+                    self.statements.close_if(&p);
                 }
             }
             if ends_batch {
@@ -1527,6 +1529,8 @@ where
                 // A malformed first message is answered before any server connection is
                 // taken for it: a client does not wait for a busy pool to hear of it.
                 if let Some(reason) = Header::parse(&relay.cin).and_then(|h| h.refusal()) {
+                    // Back to the pool first: the client may be slow to take the error.
+                    drop(kept.take());
                     let err = ClientError::new(
                         PROTOCOL_VIOLATION,
                         format!("protocol violation: {reason}"),
@@ -1668,7 +1672,12 @@ where
             Pump::ServerLost(reason) => {
                 let shard = &route.key.shard;
                 tracing::warn!(tenant = %route.tenant, %shard, %reason, "server connection lost");
-                if relay.s_rem == 0 && !relay.server_said_fatal {
+                if relay.server_said_fatal {
+                    // The client has the server's own FATAL (perhaps still in `cout`, behind
+                    // rows a slow client has not taken yet): deliver it and close.
+                    let _ = cw.write_all(&relay.cout).await;
+                    let _ = cw.shutdown().await;
+                } else if relay.s_rem == 0 {
                     let err = ClientError::new(
                         CONNECTION_FAILURE,
                         format!("server connection to shard \"{shard}\" lost: {reason}"),

@@ -95,15 +95,15 @@ impl Statements {
         self.map.remove(name);
     }
 
-    /// Forgets `name` if it still stands for server statement `server`: its Parse did not
-    /// run (a later Parse of the name since is left alone).
-    pub(crate) fn close_if(&mut self, name: &[u8], server: &str) {
+    /// Forgets the client's statement `p` registered, unless a later Parse of the name (even
+    /// of the same text) registered another since: `p`'s Parse did not run.
+    pub(crate) fn close_if(&mut self, p: &Arc<Prepared>) {
         if self
             .map
-            .get(name)
-            .is_some_and(|p| *p.server_name == *server)
+            .get(&p.client_name)
+            .is_some_and(|q| Arc::ptr_eq(q, p))
         {
-            self.map.remove(name);
+            self.map.remove(&p.client_name);
         }
     }
 }
@@ -184,5 +184,19 @@ mod tests {
         let mut out = BytesMut::new();
         rewrite(&mut out, b'B', b"\0", "pgt_x", b"\0\0\0\0\0\0");
         assert_eq!(&out[..], b"B\0\0\0\x11\0pgt_x\0\0\0\0\0\0\0");
+    }
+
+    /// A Parse that did not run forgets its own registration only: a later Parse of the same
+    /// name and text (the same server statement) stays.
+    #[test]
+    fn close_if_leaves_a_later_parse_of_the_same_text() {
+        let mut st = Statements::default();
+        let first = st.parse(b"s1", b"SELECT 1\0\0\0", false, false, None, 0);
+        let second = st.parse(b"s1", b"SELECT 1\0\0\0", false, false, None, 0);
+        assert_eq!(first.server_name, second.server_name);
+        st.close_if(&first);
+        assert!(st.get(b"s1").is_some_and(|p| Arc::ptr_eq(p, &second)));
+        st.close_if(&second);
+        assert!(st.get(b"s1").is_none());
     }
 }
