@@ -944,10 +944,24 @@ fn left_to_reset(conn: &Pooled, tenant: &str) -> bool {
 }
 
 /// A peek at an idle socket: closed (EOF) or holding unexpected bytes (e.g. a FATAL from
-/// `pg_terminate_backend`) means the connection is not reusable.
+/// `pg_terminate_backend` or `idle_session_timeout`) means the connection is not reusable.
+/// Asks the kernel (`recv` with `MSG_PEEK`), not the runtime's readiness, which may not have
+/// seen bytes that arrived a moment ago.
 fn still_open(conn: &Pooled) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(conn.conn().stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    let fd = conn.conn().stream.as_raw_fd();
+    // SAFETY: `fd` is the open socket `conn` owns for the duration of the call, and the
+    // buffer is one valid, writable byte; MSG_PEEK leaves the byte in the socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// Idle connections older than this are checked for a closed socket before reuse.
