@@ -18,11 +18,10 @@ use crate::error::IN_FAILED_TRANSACTION;
 /// A request whose answer is still to come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expect {
-    /// Client Parse, forwarded; `prepared` names the server statement it creates and
-    /// `client` is the client's statement it registered, for a named statement.
+    /// Client Parse, forwarded; `statement` is the client's named statement it registered
+    /// (and the server statement it creates), if any.
     Parse {
-        prepared: Option<Box<str>>,
-        client: Option<Arc<Prepared>>,
+        statement: Option<Arc<Prepared>>,
     },
     /// Client Bind; `statement` is the client's named statement it binds, if any.
     Bind {
@@ -49,10 +48,10 @@ pub(crate) enum Expect {
     /// Not a request: the client's CopyDone or CopyFail, where a COPY FROM STDIN ends. It marks
     /// which queued Syncs the server ignored once it says it entered copy-in mode.
     CopyEnd,
-    /// A client Parse of a statement the server already has (`client`, as registered for
+    /// A client Parse of a statement the server already has (`statement`, as registered for
     /// the client): pgtenant answers ParseComplete.
     FakeParseComplete {
-        client: Arc<Prepared>,
+        statement: Arc<Prepared>,
     },
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
     FakeCloseComplete,
@@ -127,13 +126,11 @@ pub(crate) struct Expected {
     /// The server is in COPY FROM STDIN mode and the client has not ended it yet: its Syncs
     /// are ignored.
     copy_in: bool,
-    /// Client statements (name, server statement) whose Parse the server did not run: it
-    /// failed or was skipped after an error. The relay takes them off the client's map.
-    unprepared: Vec<Unprepared>,
+    /// Client statements, as their Parse registered them, that the server did not create:
+    /// the Parse failed or was skipped after an error. The relay takes them off the client's
+    /// map.
+    unprepared: Vec<Arc<Prepared>>,
 }
-
-/// A client statement whose Parse the server did not run, as that Parse registered it.
-pub(crate) type Unprepared = Arc<Prepared>;
 
 /// Messages pgtenant must write to the client in place of a fake entry.
 pub(crate) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
@@ -179,7 +176,7 @@ impl Expected {
     }
 
     /// Takes the client statements whose Parse the server did not run (see `unprepared`).
-    pub(crate) fn take_unprepared(&mut self) -> Option<Vec<Unprepared>> {
+    pub(crate) fn take_unprepared(&mut self) -> Option<Vec<Arc<Prepared>>> {
         (!self.unprepared.is_empty()).then(|| std::mem::take(&mut self.unprepared))
     }
 
@@ -326,15 +323,12 @@ impl Expected {
                 break;
             }
             match self.queue.pop_front() {
-                Some(Expect::Parse {
-                    prepared: Some(p),
-                    client,
-                }) => {
-                    self.unprepared.extend(client);
-                    dropped.push(p);
+                Some(Expect::Parse { statement: Some(p) }) => {
+                    dropped.push(p.server_name.clone());
+                    self.unprepared.push(p);
                 }
                 Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
-                Some(Expect::FakeParseComplete { client }) => self.unprepared.push(client),
+                Some(Expect::FakeParseComplete { statement }) => self.unprepared.push(statement),
                 _ => {}
             }
         }
@@ -381,7 +375,7 @@ mod tests {
 
     fn fake_parse(client: &str, sql: &str) -> Expect {
         Expect::FakeParseComplete {
-            client: statement(client, sql),
+            statement: statement(client, sql),
         }
     }
 
@@ -405,8 +399,7 @@ mod tests {
         let mut q = Expected::default();
         let s1 = statement("s1", "SELECT 1");
         q.push(Expect::Parse {
-            prepared: Some(s1.server_name.clone()),
-            client: Some(s1.clone()),
+            statement: Some(s1.clone()),
         });
         let s2 = fake_parse("s2", "SELECT 2");
         q.push(s2);
@@ -460,10 +453,7 @@ mod tests {
     #[test]
     fn is_fake_names_what_drain_fakes_takes() {
         let all = [
-            Expect::Parse {
-                prepared: None,
-                client: None,
-            },
+            Expect::Parse { statement: None },
             BIND,
             Expect::Describe { statement: None },
             Expect::Execute,
@@ -554,8 +544,7 @@ mod tests {
         q.push(BIND);
         let s2 = statement("s2", "SELECT 2");
         q.push(Expect::Parse {
-            prepared: Some(s2.server_name.clone()),
-            client: Some(s2.clone()),
+            statement: Some(s2.clone()),
         });
         q.push(Expect::FakeCloseComplete);
         q.push(Expect::Sync);
@@ -583,8 +572,7 @@ mod tests {
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
         assert!(q.is_empty());
         assert!(!q.push(Expect::Parse {
-            prepared: Some("pgt_c".into()),
-            client: None,
+            statement: Some(statement("c", "SELECT 3")),
         }));
         assert!(!q.push(BIND));
         assert!(!q.push(fake_parse("s1", "SELECT 1")));

@@ -664,25 +664,22 @@ impl Relay {
                     self.unnamed_verdict = verdict;
                     self.unnamed_here = true;
                     self.sout.extend_from_slice(msg);
-                    self.expected.push(Expect::Parse {
-                        prepared: None,
-                        client: None,
-                    });
+                    self.expected.push(Expect::Parse { statement: None });
                 } else {
                     let epoch = self.stale_plans.epoch();
                     let p = self
                         .statements
                         .parse(name, after, taints, drops, verdict, epoch);
                     let queued = if conn.prepared.touch(&p.server_name) {
-                        self.expected
-                            .push(Expect::FakeParseComplete { client: p.clone() })
+                        self.expected.push(Expect::FakeParseComplete {
+                            statement: p.clone(),
+                        })
                     } else {
                         self.close_if_unknown(conn, &p);
                         self.make_room(conn, &p.server_name);
                         self.sout.extend_from_slice(&p.parse);
                         let queued = self.expected.push(Expect::Parse {
-                            prepared: Some(p.server_name.clone()),
-                            client: Some(p.clone()),
+                            statement: Some(p.clone()),
                         });
                         if queued {
                             conn.prepared.insert(p.server_name.clone());
@@ -804,15 +801,7 @@ impl Relay {
     /// A Bind or Describe of a statement this client has not prepared here: the server
     /// connection may hold one by that name for another client, so it is never forwarded.
     fn unknown_statement(&mut self, tag: u8, name: &[u8]) {
-        let message = if name.is_empty() {
-            "unnamed prepared statement does not exist".to_string()
-        } else {
-            format!(
-                "prepared statement \"{}\" does not exist",
-                String::from_utf8_lossy(name)
-            )
-        };
-        self.refuse(tag, INVALID_STATEMENT_NAME, &message);
+        self.refuse(tag, INVALID_STATEMENT_NAME, &no_such_statement(name));
     }
 
     /// Moves scanned client bytes to `sout`, recording what the server will owe.
@@ -1405,13 +1394,23 @@ fn missing_statement(error: &[u8], p: &Prepared) -> Option<Bytes> {
         &mut out,
         Severity::Error,
         INVALID_STATEMENT_NAME,
-        &format!(
-            "prepared statement \"{}\" does not exist",
-            String::from_utf8_lossy(&p.client_name)
-        ),
+        &no_such_statement(&p.client_name),
         None,
     );
     Some(out.freeze())
+}
+
+/// PostgreSQL's message for a Bind or Describe of client statement `name` that does not
+/// exist (the empty name is the unnamed statement).
+fn no_such_statement(name: &[u8]) -> String {
+    if name.is_empty() {
+        "unnamed prepared statement does not exist".to_string()
+    } else {
+        format!(
+            "prepared statement \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        )
+    }
 }
 
 /// Splits the client's stream for [`session`]: a plain TCP stream into borrowed halves,

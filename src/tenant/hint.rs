@@ -122,20 +122,26 @@ fn sni_tenant(server_name: &str, suffix: Option<&str>) -> Option<String> {
 fn parse_options(options: &str, guc: &str) -> Result<Option<String>, TenantError> {
     let mut tenant = None;
     for (name, value) in option_settings(options)? {
-        if names_guc(&name, guc) {
+        let canonical = option_name(&name);
+        if canonical.eq_ignore_ascii_case(guc) {
             return Err(TenantError::ForbiddenOption(name));
         }
-        if name.trim().replace('-', "_").eq_ignore_ascii_case("tenant") {
+        if canonical.eq_ignore_ascii_case("tenant") {
             tenant = Some(value);
         }
     }
     Ok(tenant)
 }
 
-/// A setting's name as a client wrote it names the tenant GUC (PostgreSQL folds case and
-/// reads `-` as `_` in option names).
+/// A setting's name as a client wrote it names the tenant GUC.
 fn names_guc(name: &str, guc: &str) -> bool {
-    name.trim().replace('-', "_").eq_ignore_ascii_case(guc)
+    option_name(name).eq_ignore_ascii_case(guc)
+}
+
+/// A setting's name as PostgreSQL reads it from options, but for case (compare ignoring
+/// it): `-` is `_`.
+fn option_name(name: &str) -> String {
+    name.trim().replace('-', "_")
 }
 
 /// Every `-c name=value`, `-cname=value` and `--name=value` in the startup `options`, in order.
