@@ -75,14 +75,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(config.log_json());
-            let workers = config.workers();
             // The file is read again at start (and on every reload) so that one path is used.
             drop(config);
-            with_runtime(workers, async move {
-                pgtenant::server::run_until_signal(&path)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+            run_proxy(&path)
         }
         Command::Rls(opts) => match pgtenant::audit::rls::generate(&opts) {
             Ok(sql) => {
@@ -102,6 +97,28 @@ fn main() -> ExitCode {
             init_logs(false);
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
             with_runtime(workers, async move { pgtenant::demo::run(port).await })
+        }
+    }
+}
+
+/// `pgtenant run`: the proxy starts on this thread's single-threaded runtime, the first of
+/// its `server.workers` lanes; it starts a thread for each of the others (`pgtenant::lanes`).
+fn run_proxy(path: &std::path::Path) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgtenant: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(pgtenant::server::run_until_signal(path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgtenant: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -120,7 +120,7 @@ pub(crate) struct TlsSettings {
     pub(crate) require: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct PoolSettings {
     pub(crate) mode: PoolMode,
     pub(crate) default_pool_size: usize,

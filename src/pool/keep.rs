@@ -121,17 +121,17 @@ impl Pool {
     /// kept long enough to be looked at again and is retired (lifetime, `server_idle_timeout`)
     /// or closed. (Its retirement was checked when it was kept.)
     fn resume(&self, conn: &Pooled, tenant: &Arc<str>, keeper: &Arc<Keeper>, now: Instant) -> bool {
-        {
+        let settings = {
             let mut st = self.lock();
             if keeper.reclaim.load(Ordering::Acquire) {
                 return false;
             }
             st.unlist(keeper);
-        }
+            self.common.refresh(&mut st.settings)
+        };
         let generation = self.shard.generation();
         let mut usable = conn.generation == generation && self.shard.is_up();
         if usable && needs_liveness_check(conn, now) {
-            let settings = self.common.settings();
             usable = !Retirement::new(now, &settings, generation).retires(conn) && still_open(conn);
         }
         if usable {

@@ -72,6 +72,8 @@ impl ClientFacing for PoolError {
 /// What every pool and shard reads: the settings in force and the server registry.
 pub(super) struct Common {
     settings: RwLock<PoolSettings>,
+    /// Bumped by each change of `settings`: a pool reads them again only then.
+    version: AtomicU64,
     registry: Arc<Registry>,
     /// Passed-through client keys and cached password derivations for upstream SCRAM.
     credentials: Credentials,
@@ -79,10 +81,18 @@ pub(super) struct Common {
 
 impl Common {
     fn settings(&self) -> PoolSettings {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `cached` (a pool's copy, with the version it was read at) brought up to date. A look
+    /// at the version is a load; the lock every pool and session shares is taken only after
+    /// a reload changed the settings.
+    fn refresh(&self, cached: &mut (u64, PoolSettings)) -> PoolSettings {
+        let version = self.version.load(Ordering::Acquire);
+        if cached.0 != version {
+            *cached = (version, self.settings());
+        }
+        cached.1
     }
 }
 
@@ -97,7 +107,8 @@ impl Pools {
     /// Pools for `config`'s shards, with its `[pool]` settings; starts the reaper.
     pub(crate) fn new(config: &Config) -> Arc<Pools> {
         let common = Arc::new(Common {
-            settings: RwLock::new(config.pool.clone()),
+            settings: RwLock::new(config.pool),
+            version: AtomicU64::new(0),
             registry: Arc::new(Registry::default()),
             credentials: Credentials::default(),
         });
@@ -155,6 +166,7 @@ impl Pools {
             .settings
             .write()
             .unwrap_or_else(|p| p.into_inner()) = settings;
+        self.common.version.fetch_add(1, Ordering::Release);
         let shards: Vec<_> = self.shards.iter().map(|e| e.value().clone()).collect();
         for s in shards {
             s.refill();
@@ -232,6 +244,8 @@ struct State {
     watching: bool,
     last_used: Instant,
     next_id: u64,
+    /// The pool settings in force, as [`Common::refresh`] keeps them.
+    settings: (u64, PoolSettings),
 }
 
 struct Waiter {
@@ -332,6 +346,7 @@ impl State {
 impl Pool {
     fn new(key: PoolKey, size: usize, shard: Arc<ShardState>, common: Arc<Common>) -> Pool {
         let now = Instant::now();
+        let settings = (common.version.load(Ordering::Acquire), common.settings());
         Pool {
             key,
             shard,
@@ -353,6 +368,7 @@ impl Pool {
                 watching: false,
                 last_used: now,
                 next_id: 0,
+                settings,
             }),
             params: OnceLock::new(),
             checkouts: AtomicU64::new(0),
@@ -381,10 +397,9 @@ impl Pool {
         tenant: &Arc<str>,
         since: Instant,
     ) -> Result<Checkout, PoolError> {
-        let settings = self.common.settings();
-        let deadline = since + settings.query_wait_timeout;
-        let (id, granted) = {
+        let (id, granted, settings) = {
             let mut st = self.lock();
+            let settings = self.common.refresh(&mut st.settings);
             st.last_used = since;
             st.next_id += 1;
             let id = st.next_id;
@@ -398,13 +413,14 @@ impl Pool {
                 (
                     id,
                     Ok(self.grant(&mut st, tenant, id, since, since, &settings)),
+                    settings,
                 )
             } else {
                 let (tx, rx) = oneshot::channel();
                 let waiter = Waiter {
                     id,
                     since,
-                    deadline,
+                    deadline: since + settings.query_wait_timeout,
                     tx,
                 };
                 st.queue.push(tenant.clone(), waiter);
@@ -414,7 +430,7 @@ impl Pool {
                     st.watching = true;
                     Pool::watch(Arc::downgrade(self));
                 }
-                (id, Err(rx))
+                (id, Err(rx), settings)
             }
         };
         let mut granted_at = None;
@@ -451,6 +467,7 @@ impl Pool {
                     id,
                     settled: false,
                 };
+                let deadline = since + settings.query_wait_timeout;
                 let conn = self.open(tenant, deadline, &settings).await?;
                 pending.settle();
                 granted_at = Some(Instant::now());
@@ -541,7 +558,7 @@ impl Pool {
         if st.queue.is_empty() || st.slots >= st.size {
             return;
         }
-        let settings = self.common.settings();
+        let settings = self.common.refresh(&mut st.settings);
         while st.slots < st.size {
             let next = {
                 let State {
@@ -688,13 +705,13 @@ impl Pool {
         now: Instant,
         keeper: Option<&Arc<Keeper>>,
     ) -> Option<Pooled> {
-        let settings = self.common.settings();
         conn.conn_mut().last_used = now;
         conn.entry.mark_idle(now);
-        let retirement = Retirement::new(now, &settings, self.shard.generation());
         let mut close = None;
         {
             let mut st = self.lock();
+            let settings = self.common.refresh(&mut st.settings);
+            let retirement = Retirement::new(now, &settings, self.shard.generation());
             if let Some(keeper) = keeper
                 && st.may_keep(now)
                 && settings.max_shard_connections == 0

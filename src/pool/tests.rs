@@ -313,7 +313,7 @@ async fn reconfigure_applies_to_later_checkouts() {
             .any(|p| p.key.database == "pool_re_b" && p.waiting == 1)
     })
     .await;
-    let mut settings = config.pool.clone();
+    let mut settings = config.pool;
     settings.max_shard_connections = 2;
     settings.query_wait_timeout = Duration::from_millis(200);
     pools.reconfigure(settings);

@@ -48,7 +48,6 @@ use crate::server::Shared;
 use crate::session::login::{self, LoggedIn};
 use crate::session::registry::{ClientInfo, ClientState, Stop};
 use crate::stream::ClientStream;
-use crate::tenant::holds;
 
 /// Stop reading one side while this much is queued for the other (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
@@ -466,7 +465,11 @@ impl Relay {
                 self.tally.setups += 1;
             }
         }
-        conn.state = SessionState::UsedBy(route.tenant.clone());
+        // Left as it is when it names this tenant already (`foreign` false): swapping one
+        // session's copy of the name for another's writes to both their reference counts.
+        if foreign || conn.state == SessionState::Clean {
+            conn.state = SessionState::UsedBy(route.tenant.clone());
+        }
         conn.needs_reset = false;
         self.status = b'I';
     }
@@ -655,7 +658,7 @@ impl Relay {
                 }
                 // Guarded sessions apply the verdict's effects (drops included) at Bind.
                 let drops = words.is_some_and(Words::drops);
-                if words.is_some_and(|w| resets_params(w, after)) {
+                if words.is_some_and(resets_params) {
                     conn.params_key = params::UNKNOWN;
                 }
                 if name.is_empty() {
@@ -916,7 +919,7 @@ impl Relay {
                                     if words.drops() {
                                         prepared::forget_all(conn);
                                     }
-                                    if resets_params(words, text) {
+                                    if resets_params(words) {
                                         conn.params_key = params::UNKNOWN;
                                     }
                                     if self.track_context && taint::may_change_settings(text) {
@@ -1377,8 +1380,8 @@ pub(crate) async fn run(
 /// An unguarded statement text that may be `RESET ALL` or `DISCARD ALL`, which take the
 /// client's startup parameters back to the server's defaults: they are sent again before its
 /// next transaction.
-fn resets_params(words: Words, text: &[u8]) -> bool {
-    words.discard || taint::mentions_word(text, b"reset")
+fn resets_params(words: Words) -> bool {
+    words.discard || words.reset
 }
 
 /// The server's "prepared statement does not exist" for statement `p` (its Parse failed or
@@ -1566,10 +1569,10 @@ where
                 }
                 control.set_state(ClientState::Waiting);
                 let waited = Instant::now();
-                if shared.holds.is_paused(&route.tenant) {
+                if paused.holds(&route.tenant) {
                     kept = None;
                     tokio::select! {
-                        () = holds::until_resumed(&mut paused, &route.tenant) => {}
+                        () = paused.until_resumed(&route.tenant) => {}
                         () = control.stop_requested() => {
                             return stopped(&mut cw, &mut relay.cout, control).await;
                         }

@@ -63,15 +63,17 @@ pub(crate) fn may_change_settings(sql: &[u8]) -> bool {
     mentions(sql, &SETTINGS_FIRST, &MARKERS)
 }
 
-/// The high bit of each byte of `v` that may be `l` or `d` in either case (a superset: the
-/// caller checks each one).
-fn letters_l_or_d(v: u64) -> u64 {
+/// The high bit of each byte of `v` that may be `l`, `d` or `r` in either case (a superset:
+/// the caller checks each one).
+fn letters_l_d_or_r(v: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // Setting bit 5 folds ASCII case; a byte equal to the letter becomes zero after the xor.
     let folded = v | (ONES * 0x20);
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    zero(folded ^ (ONES * u64::from(b'l'))) | zero(folded ^ (ONES * u64::from(b'd')))
+    zero(folded ^ (ONES * u64::from(b'l')))
+        | zero(folded ^ (ONES * u64::from(b'd')))
+        | zero(folded ^ (ONES * u64::from(b'r')))
 }
 
 /// The words the relay acts on that a statement text mentions, found in one pass.
@@ -80,17 +82,19 @@ pub(crate) struct Words {
     pub(crate) listen: bool,
     pub(crate) discard: bool,
     pub(crate) deallocate: bool,
+    pub(crate) reset: bool,
 }
 
 impl Words {
-    /// One pass over `sql`, eight bytes at a time: a word check only where a byte is `l` or
-    /// `d` in either case (a statement text has a few; a `memchr` per letter costs more in
+    /// One pass over `sql`, eight bytes at a time: a word check only where a byte is `l`, `d`
+    /// or `r` in either case (a statement text has a few; a `memchr` per letter costs more in
     /// setup than the whole pass on texts of the usual length).
     pub(crate) fn of(sql: &[u8]) -> Words {
         let mut w = Words {
             listen: false,
             discard: false,
             deallocate: false,
+            reset: false,
         };
         let mut check = |i: usize| {
             let at = |word: &[u8]| {
@@ -98,19 +102,20 @@ impl Words {
                     .is_some_and(|s| s.eq_ignore_ascii_case(word))
             };
             // The second letter first (setting bit 5 folds exactly the two cases of a
-            // letter): most `l`s and `d`s of a statement are not followed by `i` or `e`.
+            // letter): most `l`s, `d`s and `r`s of a statement are not followed by `i` or `e`.
             let second = sql.get(i + 1).map_or(0, |b| b | 0x20);
             let [discard, deallocate] = DROPS;
             match (sql[i] | 0x20, second) {
                 (b'l', b'i') => w.listen |= at(b"listen"),
                 (b'd', b'i') => w.discard |= at(discard),
                 (b'd', b'e') => w.deallocate |= at(deallocate),
+                (b'r', b'e') => w.reset |= at(b"reset"),
                 _ => {}
             }
         };
         let mut chunks = sql.chunks_exact(8);
         for (n, chunk) in chunks.by_ref().enumerate() {
-            let mut hits = letters_l_or_d(u64::from_le_bytes(
+            let mut hits = letters_l_d_or_r(u64::from_le_bytes(
                 chunk.try_into().expect("chunks_exact(8) yields 8 bytes"),
             ));
             while hits != 0 {
@@ -166,19 +171,21 @@ mod tests {
         assert!(!Words::of(b"SELECT discar").drops());
         assert!(mentions_word(b"/* x */ DeAlLoCaTe s1", b"deallocate"));
         assert_eq!(
-            Words::of(b"Listen x; discard all; DEALLOCATE s"),
+            Words::of(b"Listen x; discard all; DEALLOCATE s; ReSeT ALL"),
             Words {
                 listen: true,
                 discard: true,
-                deallocate: true
+                deallocate: true,
+                reset: true
             }
         );
         assert_eq!(
-            Words::of(b"SELECT d, listn, discar, dealloc FROM t"),
+            Words::of(b"SELECT d, listn, discar, dealloc, rese FROM t"),
             Words {
                 listen: false,
                 discard: false,
-                deallocate: false
+                deallocate: false,
+                reset: false
             }
         );
         assert!(Words::of(b"select 1; DISCARD PLANS").drops());
@@ -191,7 +198,9 @@ mod tests {
     /// bytes whose bit 5 or high bit is set.
     #[test]
     fn words_agree_with_a_search_per_word() {
-        let pieces: [&[u8]; 14] = [
+        let pieces: [&[u8]; 16] = [
+            b"reset",
+            b"RESE",
             b"listen",
             b"LISTEN",
             b"Discard",
@@ -208,25 +217,27 @@ mod tests {
             b"x",
         ];
         let mut seed = 7u64;
-        let mut found = [0usize; 3];
+        let mut found = [0usize; 4];
         for _ in 0..20_000 {
             let mut text = Vec::new();
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             for k in 0..(seed >> 60) as usize + 1 {
-                text.extend_from_slice(pieces[((seed >> (4 * k)) % 14) as usize]);
+                text.extend_from_slice(pieces[((seed >> (4 * k)) % 16) as usize]);
             }
             let w = Words::of(&text);
             let expected = Words {
                 listen: mentions_word(&text, b"listen"),
                 discard: mentions_word(&text, b"discard"),
                 deallocate: mentions_word(&text, b"deallocate"),
+                reset: mentions_word(&text, b"reset"),
             };
             assert_eq!(w, expected, "{:?}", String::from_utf8_lossy(&text));
             found[0] += usize::from(w.listen);
             found[1] += usize::from(w.discard);
             found[2] += usize::from(w.deallocate);
+            found[3] += usize::from(w.reset);
         }
         assert!(found.iter().all(|&n| n > 500), "{found:?}");
     }

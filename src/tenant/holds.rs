@@ -19,6 +19,36 @@ impl Paused {
     pub(crate) fn holds(&self, tenant: &str) -> bool {
         self.all || self.tenants.contains(tenant)
     }
+
+    fn any(&self) -> bool {
+        self.all || !self.tenants.is_empty()
+    }
+}
+
+/// One session's view of the pauses, asked before each transaction. While nothing is paused
+/// it reads only the version the `PAUSE`/`RESUME` commands bump (a shared load, where a look
+/// at the pauses themselves takes their lock).
+pub(crate) struct PauseView {
+    rx: watch::Receiver<Paused>,
+    /// Something was paused when the view last looked.
+    any: bool,
+}
+
+impl PauseView {
+    pub(crate) fn holds(&mut self, tenant: &str) -> bool {
+        // Err only if the sender is gone, i.e. the proxy is: nothing changes any more.
+        if self.rx.has_changed().unwrap_or(false) {
+            self.any = self.rx.borrow_and_update().any();
+        }
+        self.any && self.rx.borrow().holds(tenant)
+    }
+
+    /// Waits while `tenant` is paused.
+    pub(crate) async fn until_resumed(&mut self, tenant: &str) {
+        // Err only if the sender is gone, i.e. the proxy is: nothing to wait for.
+        let _ = self.rx.wait_for(|p| !p.holds(tenant)).await;
+        self.any = self.rx.borrow_and_update().any();
+    }
 }
 
 pub(crate) struct Holds {
@@ -65,8 +95,10 @@ impl Holds {
     }
 
     /// A session's view of the pauses.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Paused> {
-        self.paused.subscribe()
+    pub(crate) fn subscribe(&self) -> PauseView {
+        let rx = self.paused.subscribe();
+        let any = rx.borrow().any();
+        PauseView { rx, any }
     }
 
     pub(crate) fn suspend(&self, tenant: &str) -> bool {
@@ -80,10 +112,4 @@ impl Holds {
     pub(crate) fn is_suspended(&self, tenant: &str) -> bool {
         self.suspended.contains(tenant)
     }
-}
-
-/// Waits while `tenant` is paused.
-pub(crate) async fn until_resumed(rx: &mut watch::Receiver<Paused>, tenant: &str) {
-    // Err only if the sender is gone, i.e. the proxy is: nothing to wait for.
-    let _ = rx.wait_for(|p| !p.holds(tenant)).await;
 }
