@@ -77,7 +77,13 @@ fn main() -> ExitCode {
             init_logs(config.log_json());
             // The file is read again at start (and on every reload) so that one path is used.
             drop(config);
-            run_proxy(&path)
+            // The proxy starts on this thread's single-threaded runtime, the first of its
+            // `server.workers` lanes, and starts a thread for each of the others.
+            with_runtime(tokio::runtime::Builder::new_current_thread(), async move {
+                pgtenant::server::run_until_signal(&path)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }
         Command::Rls(opts) => match pgtenant::audit::rls::generate(&opts) {
             Ok(sql) => {
@@ -96,47 +102,31 @@ fn main() -> ExitCode {
         Command::Demo { port } => {
             init_logs(false);
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-            with_runtime(workers, async move { pgtenant::demo::run(port).await })
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            with_runtime(builder, async move { pgtenant::demo::run(port).await })
         }
     }
 }
 
-/// `pgtenant run`: the proxy starts on this thread's single-threaded runtime, the first of
-/// its `server.workers` lanes; it starts a thread for each of the others (`pgtenant::lanes`).
-fn run_proxy(path: &std::path::Path) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgtenant: could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(pgtenant::server::run_until_signal(path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pgtenant: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// A runtime from `builder`, or the exit code `failure` after saying why there is none.
+fn runtime(
+    mut builder: tokio::runtime::Builder,
+    failure: ExitCode,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("pgtenant: could not start the runtime: {e}");
+        failure
+    })
 }
 
 fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(
-    workers: usize,
+    builder: tokio::runtime::Builder,
     f: F,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(builder, ExitCode::FAILURE) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgtenant: could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,15 +146,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(
+        tokio::runtime::Builder::new_current_thread(),
+        ExitCode::from(2),
+    ) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgtenant: could not start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let report = rt.block_on(pgtenant::audit::check::run(&config));
     print!("{}", report.render());
