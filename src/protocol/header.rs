@@ -56,6 +56,7 @@ pub(crate) mod backend {
     pub(crate) const BACKEND_KEY_DATA: u8 = b'K';
     pub(crate) const NOTICE_RESPONSE: u8 = b'N';
     pub(crate) const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub(crate) const DATA_ROW: u8 = b'D';
 }
 
 /// A parsed message header.

@@ -1014,6 +1014,16 @@ impl Relay {
                 )));
             }
             let available = self.sin.len() - pos;
+            // A row of a result the client is getting (the message before it was forwarded:
+            // a hidden reply starts with a RowDescription or CommandComplete, which take the
+            // way below) changes nothing the relay keeps: forwarded as it is, as the rows
+            // after it are.
+            if h.tag == backend::DATA_ROW && !self.s_hide {
+                let n = h.total().min(available);
+                pos += n;
+                self.s_rem = h.total() - n;
+                continue;
+            }
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);
             // A Query after extended-protocol messages without a Sync ends their batch when
             // it has run (its ReadyForQuery), as a Sync would.
