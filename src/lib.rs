@@ -14,8 +14,7 @@
 //! - `session`: per-connection driver; the one place that writes errors to clients.
 //! - `auth`, `tenant`, `routing`, `pool`, `backend`, `relay`, `cancel`: the stages.
 //! - `guard`: the shared-placement statement guard the relay consults for every statement.
-//! - [`server`]: accept loop, client limit, reload, shutdown fan-out; `lanes`: the worker
-//!   threads it deals sessions out to.
+//! - [`server`]: accept loop, client limit, reload, shutdown fan-out.
 //! - `admin`: the console (database `pgtenant`); `metrics`: Prometheus `/metrics`.
 //! - [`testing`]: throwaway real PostgreSQL clusters for tests and `demo`.
 //! - [`audit`]: the `rls` and `check` commands (SQL for row-level security, shard audit); not
@@ -32,7 +31,6 @@ pub mod demo;
 pub(crate) mod error;
 pub(crate) mod fast_map;
 pub(crate) mod guard;
-pub(crate) mod lanes;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod protocol;

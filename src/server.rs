@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use pgwire::api::auth::sasl::scram::ScramServerAuth;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -20,7 +20,6 @@ use crate::cancel::CancelRegistry;
 use crate::config::{Config, ConfigError};
 use crate::error::{ADMIN_SHUTDOWN, ClientError};
 use crate::guard::{Policy, VerdictCache};
-use crate::lanes::{Lane, Lanes};
 use crate::metrics::{self, GaugeSample, Metrics, StatsKey};
 use crate::pool::Pools;
 use crate::relay::stale::StalePlans;
@@ -295,8 +294,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("could not start the worker threads (server.workers): {0}")]
-    Workers(std::io::Error),
 }
 
 /// A running proxy.
@@ -309,9 +306,6 @@ pub struct Proxy {
     background: Vec<JoinHandle<()>>,
     slots: Arc<Semaphore>,
     max_clients: usize,
-    /// The worker threads besides the current runtime's: they end when the proxy is dropped
-    /// (or shut down) and its accept loop is gone.
-    _lanes: Option<Arc<Lanes>>,
 }
 
 /// How long clients asked to stop now get to go before shutdown returns anyway.
@@ -333,8 +327,6 @@ impl Proxy {
         Self::start_with(config, Some(path.to_owned())).await
     }
 
-    /// Starts on the current runtime, which is the first of `server.workers` lanes
-    /// ([`crate::lanes`]): the others get a thread each.
     async fn start_with(config: Config, config_path: Option<PathBuf>) -> Result<Proxy, StartError> {
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let channel_binding = match &config.tls {
@@ -348,7 +340,6 @@ impl Proxy {
             }
             None => None,
         };
-        let workers = config.workers();
         let listen = config.server.listen;
         let listener = bind(listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -387,17 +378,8 @@ impl Proxy {
             shutdown: rx,
             shutdown_request: watch::Sender::new(false),
         });
-        let lanes = match workers {
-            0 | 1 => None,
-            n => Some(Lanes::start(n - 1).map_err(StartError::Workers)?),
-        };
         let slots = Arc::new(Semaphore::new(max_clients));
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            slots.clone(),
-            lanes.clone(),
-        ));
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), slots.clone()));
         let mut background = Vec::new();
         if let Some(l) = metrics_listener {
             background.push(tokio::spawn(metrics::http::serve(
@@ -424,7 +406,6 @@ impl Proxy {
             background,
             slots,
             max_clients,
-            _lanes: lanes,
         })
     }
 
@@ -499,12 +480,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
-    lanes: Option<Arc<Lanes>>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Semaphore>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -520,29 +496,7 @@ async fn accept_loop(
             shared: shared.clone(),
             peer,
         };
-        match lanes.as_ref().map_or(Lane::Own, |l| l.pick()) {
-            Lane::Own => {
-                tokio::spawn(session::run(ctx, tcp, slot));
-            }
-            Lane::Other(lane) => {
-                // The socket moves to the other lane's event loop: off this one's, onto that.
-                let std = match tcp.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %peer, "could not hand a client to a worker");
-                        continue;
-                    }
-                };
-                lane.spawn(async move {
-                    match TcpStream::from_std(std) {
-                        Ok(tcp) => session::run(ctx, tcp, slot).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, %peer, "could not take a client on a worker");
-                        }
-                    }
-                });
-            }
-        }
+        tokio::spawn(session::run(ctx, tcp, slot));
     }
 }
 
