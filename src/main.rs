@@ -101,7 +101,9 @@ fn main() -> ExitCode {
         Command::Demo { port } => {
             init_logs(false);
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-            with_runtime(scheduler(workers), async move { pgtenant::demo::run(port).await })
+            with_runtime(scheduler(workers), async move {
+                pgtenant::demo::run(port).await
+            })
         }
     }
 }
