@@ -110,7 +110,7 @@ fn main() -> ExitCode {
 
 /// The runtime for `workers` threads. One worker runs tokio's single-threaded scheduler,
 /// which has no other worker to wake, steal from or keep statistics for (on the 2-CPU bench
-/// machine it served 2–8 % more transactions per second than the work-stealing one with one
+/// machine it served 1–8 % more transactions per second than the work-stealing one with one
 /// worker); more run the work-stealing scheduler.
 fn scheduler(workers: usize) -> tokio::runtime::Builder {
     if workers <= 1 {
