@@ -397,30 +397,27 @@ impl Pool {
         tenant: &Arc<str>,
         since: Instant,
     ) -> Result<Checkout, PoolError> {
-        let (id, granted, settings) = {
+        let (id, granted, settings, deadline) = {
             let mut st = self.lock();
             let settings = self.common.refresh(&mut st.settings);
+            let deadline = since + settings.query_wait_timeout;
             st.last_used = since;
             st.next_id += 1;
             let id = st.next_id;
             // Free slots and an eligible tenant mean nobody eligible is queued. While
             // connections are kept, a checkout that finds none idle queues and reclaims one
             // rather than open one more.
-            if st.slots < st.size
+            let granted = if st.slots < st.size
                 && st.eligible(tenant)
                 && (st.kept.is_empty() || !st.idle.is_empty())
             {
-                (
-                    id,
-                    Ok(self.grant(&mut st, tenant, id, since, since, &settings)),
-                    settings,
-                )
+                Ok(self.grant(&mut st, tenant, id, since, since, &settings))
             } else {
                 let (tx, rx) = oneshot::channel();
                 let waiter = Waiter {
                     id,
                     since,
-                    deadline: since + settings.query_wait_timeout,
+                    deadline,
                     tx,
                 };
                 st.queue.push(tenant.clone(), waiter);
@@ -430,8 +427,9 @@ impl Pool {
                     st.watching = true;
                     Pool::watch(Arc::downgrade(self));
                 }
-                (id, Err(rx), settings)
-            }
+                Err(rx)
+            };
+            (id, granted, settings, deadline)
         };
         let mut granted_at = None;
         let slot = match granted {
@@ -467,7 +465,6 @@ impl Pool {
                     id,
                     settled: false,
                 };
-                let deadline = since + settings.query_wait_timeout;
                 let conn = self.open(tenant, deadline, &settings).await?;
                 pending.settle();
                 granted_at = Some(Instant::now());
