@@ -1,8 +1,9 @@
 //! Cancel routing: each client gets pgtenant's own BackendKeyData; a CancelRequest carrying it
 //! is forwarded only to the server connection serving that client at that moment, so one
-//! tenant can never cancel another's query.
+//! tenant can never cancel another's query. A client whose request still waits for a server
+//! connection (pool queue, `PAUSE`) has it cancelled by pgtenant itself.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
@@ -10,10 +11,21 @@ use dashmap::DashMap;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::backend::conn::CancelTarget;
 
-type Slot = Arc<Mutex<Option<Arc<CancelTarget>>>>;
+/// Where a client's cancel goes: the server connection serving it, or the session itself
+/// while its request waits for one.
+#[derive(Default)]
+struct Target {
+    server: Mutex<Option<Arc<CancelTarget>>>,
+    /// The session waits for a server connection and listens on `waiting_wake`.
+    waiting: AtomicBool,
+    waiting_wake: Notify,
+}
+
+type Slot = Arc<Target>;
 
 struct Entry {
     secret: i32,
@@ -37,7 +49,7 @@ pub(crate) struct CancelHandle {
 impl CancelRegistry {
     pub(crate) fn register(self: &Arc<Self>) -> CancelHandle {
         let secret: i32 = rand::rng().random();
-        let target: Slot = Arc::new(Mutex::new(None));
+        let target: Slot = Arc::default();
         loop {
             // Positive pids, as clients may print them; wraps after 2^31 clients.
             let pid = self
@@ -64,9 +76,10 @@ impl CancelRegistry {
         }
     }
 
-    /// Forwards a client's CancelRequest if the key matches a live client with a query running.
+    /// Forwards a client's CancelRequest if the key matches a live client with a query running,
+    /// or tells the client's session if its request is waiting for a server connection.
     pub(crate) async fn cancel(&self, pid: i32, secret: &[u8]) {
-        let target = {
+        let t = {
             let Some(entry) = self.map.get(&pid) else {
                 tracing::debug!(pid, "cancel request for an unknown key");
                 return;
@@ -75,10 +88,21 @@ impl CancelRegistry {
                 tracing::warn!(pid, "cancel request with a wrong secret ignored");
                 return;
             }
-            let guard = entry.target.lock().unwrap_or_else(|p| p.into_inner());
-            guard.clone()
+            let server = entry
+                .target
+                .server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match &*server {
+                Some(t) => t.clone(),
+                None => {
+                    if entry.target.waiting.load(Ordering::Acquire) {
+                        entry.target.waiting_wake.notify_waiters();
+                    }
+                    return;
+                }
+            }
         };
-        let Some(t) = target else { return };
         if let Err(e) = send_cancel(&t).await {
             tracing::warn!(error = %e, host = %t.host, port = t.port, "could not forward cancel request");
         }
@@ -88,8 +112,36 @@ impl CancelRegistry {
 impl CancelHandle {
     /// Records which server connection serves this client now (`None` when it has none).
     pub(crate) fn set(&self, target: Option<&Arc<CancelTarget>>) {
-        let mut guard = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.target.server.lock().unwrap_or_else(|p| p.into_inner());
         *guard = target.cloned();
+    }
+
+    /// Completes when a cancel for this client arrives; meant to race the wait for a server
+    /// connection. Only a cancel sent after its first poll counts: one sent while the client
+    /// waited for nothing is gone, as PostgreSQL ignores a cancel with no query running.
+    pub(crate) async fn requested(&self) {
+        let notified = self.target.waiting_wake.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is up: a cancel that sees the flag wakes this future.
+        notified.as_mut().enable();
+        let _waiting = Waiting::raise(&self.target.waiting);
+        notified.await;
+    }
+}
+
+/// The `waiting` flag of a [`Target`], up while the guard lives.
+struct Waiting<'a>(&'a AtomicBool);
+
+impl<'a> Waiting<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Waiting(flag)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -28,7 +28,8 @@ pub(crate) const SYNTAX_ERROR: &str = "42601";
 pub(crate) const INVALID_STATEMENT_NAME: &str = "26000";
 /// `57P01` admin_shutdown: the proxy is shutting down.
 pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
-/// `57014` query_canceled: `query_wait_timeout` expired.
+/// `57014` query_canceled: `query_wait_timeout` expired, or the client cancelled a request that
+/// was still waiting for a server connection.
 pub(crate) const QUERY_CANCELED: &str = "57014";
 /// `57P05` idle_session_timeout: a client idle longer than `client_idle_timeout`.
 pub(crate) const IDLE_SESSION_TIMEOUT: &str = "57P05";

@@ -342,6 +342,7 @@ async fn suspend_kill_pause_resume_from_the_console() {
         .expect("beta unaffected by KILL alpha");
 
     // PAUSE alpha waits for alpha's running transaction, then holds new ones until RESUME.
+    let alpha2 = connect(&proxy, "app", "alpha").await;
     alpha.batch_execute("BEGIN").await.expect("begin");
     let pause = psql_async(&proxy, ADMIN, "PAUSE alpha");
     tokio::pin!(pause);
@@ -376,12 +377,35 @@ async fn suspend_kill_pause_resume_from_the_console() {
             .any(|l| l.starts_with("alpha|") && l.contains("|paused|")),
         "{tenants}"
     );
+    // A cancel reaches a request that PAUSE holds: it fails at once, the others still wait.
+    let token = alpha2.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let asked = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(5), alpha2.simple_query("SELECT 1"))
+        .await
+        .expect("the cancel answered the held request")
+        .expect_err("cancelled while paused");
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    canceller.await.expect("join").expect("cancel sent");
+    assert!(!held.is_finished(), "the cancel released another request");
     assert!(psql(&proxy, ADMIN, "RESUME alpha").0);
     let waited = tokio::time::timeout(Duration::from_secs(5), held)
         .await
         .expect("resumed")
         .expect("task");
     assert!(waited >= Duration::from_millis(450), "{waited:?}");
+    alpha2
+        .simple_query("SELECT 1")
+        .await
+        .expect("the cancelled client carries on");
     proxy.shutdown().await;
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod cancelled;
 mod deallocate;
 mod expect;
 mod listen;
@@ -197,6 +198,8 @@ struct Relay {
     transaction_mode: bool,
     /// Statements whose plan went stale on some server connection.
     stale_plans: Arc<StalePlans>,
+    /// A request cancelled while it waited for a server connection, still being dropped.
+    skip: Option<cancelled::Skip>,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -266,6 +269,7 @@ impl Relay {
             lane: 0,
             transaction_mode: route.mode == PoolMode::Transaction,
             stale_plans,
+            skip: None,
         }
     }
 
@@ -1497,18 +1501,24 @@ where
                 // Detached: flush, then wait for the client's next message. A kept
                 // connection goes back as soon as the pool reclaims it, even while a slow
                 // client is still taking the reply.
-                while !relay.cout.is_empty() {
-                    tokio::select! {
-                        biased;
-                        r = cw.write(&relay.cout) => match relay.sent_to_client(r) {
-                            Ok(()) => {}
-                            Err(Pump::ClientIo(e)) => return Outcome::ClientIo(e),
-                            Err(_) => return Outcome::ClientIo("client closed the connection".into()),
-                        },
-                        () = keeper.reclaimed(), if kept.is_some() => kept = None,
+                loop {
+                    // What is left of a cancelled request is dropped (its ReadyForQuery
+                    // queued once it is all gone).
+                    relay.skip_cancelled();
+                    while !relay.cout.is_empty() {
+                        tokio::select! {
+                            biased;
+                            r = cw.write(&relay.cout) => match relay.sent_to_client(r) {
+                                Ok(()) => {}
+                                Err(Pump::ClientIo(e)) => return Outcome::ClientIo(e),
+                                Err(_) => return Outcome::ClientIo("client closed the connection".into()),
+                            },
+                            () = keeper.reclaimed(), if kept.is_some() => kept = None,
+                        }
                     }
-                }
-                while Header::parse(&relay.cin).is_none() {
+                    if relay.request_ready() {
+                        break;
+                    }
                     if control.stop() != Stop::No {
                         // Back to the pool before the client is told (it may read slowly).
                         drop(kept.take());
@@ -1579,12 +1589,18 @@ where
                 }
                 control.set_state(ClientState::Waiting);
                 let waited = Instant::now();
+                // A cancel from the client while its request waits for a server connection
+                // (`PAUSE`, pool queue) cancels it here: no server has seen it.
                 if paused.holds(&route.tenant) {
                     kept = None;
                     tokio::select! {
                         () = paused.until_resumed(&route.tenant) => {}
                         () = control.stop_requested() => {
                             return stopped(&mut cw, &mut relay.cout, control).await;
+                        }
+                        () = cancel.requested() => {
+                            relay.cancel_waiting();
+                            continue;
                         }
                     }
                 }
@@ -1596,6 +1612,10 @@ where
                         r = pool.checkout_at(&route.tenant, waited) => r,
                         () = control.stop_requested() => {
                             return stopped(&mut cw, &mut relay.cout, control).await;
+                        }
+                        () = cancel.requested() => {
+                            relay.cancel_waiting();
+                            continue;
                         }
                     },
                 };

@@ -332,13 +332,14 @@ pub async fn read_msg<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Logs in over a raw stream with SCRAM (CLIENT_PASSWORD), up to the first ReadyForQuery.
+/// Logs in over a raw stream with SCRAM (CLIENT_PASSWORD), up to the first ReadyForQuery;
+/// returns the BackendKeyData (process id, secret key).
 pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut bytes::BytesMut,
     user: &str,
     database: Option<&str>,
-) {
+) -> (i32, i32) {
     use postgres_protocol::message::frontend;
     use tokio::io::AsyncWriteExt;
     let mut out = bytes::BytesMut::new();
@@ -348,15 +349,15 @@ pub async fn raw_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     }
     frontend::startup_message(params, &mut out).expect("startup");
     s.write_all(&out).await.expect("write");
-    raw_login_after_startup(s, buf).await;
+    raw_login_after_startup(s, buf).await
 }
 
 /// The rest of [`raw_login`] once the startup packet is sent: SCRAM with CLIENT_PASSWORD, up to
-/// the first ReadyForQuery.
+/// the first ReadyForQuery; returns the BackendKeyData (process id, secret key).
 pub async fn raw_login_after_startup<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut bytes::BytesMut,
-) {
+) -> (i32, i32) {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::{backend::Message, frontend};
     use tokio::io::AsyncWriteExt;
@@ -382,11 +383,15 @@ pub async fn raw_login_after_startup<S: tokio::io::AsyncRead + tokio::io::AsyncW
     let Message::AuthenticationOk = read_msg(s, buf).await else {
         panic!("expected AuthenticationOk");
     };
+    let mut key = None;
     loop {
-        if let Message::ReadyForQuery(_) = read_msg(s, buf).await {
-            break;
+        match read_msg(s, buf).await {
+            Message::BackendKeyData(k) => key = Some((k.process_id(), k.secret_key())),
+            Message::ReadyForQuery(_) => break,
+            _ => {}
         }
     }
+    key.expect("BackendKeyData before ReadyForQuery")
 }
 
 /// Applies a script with `psql -f` as the superuser; `key` becomes `-v pgtenant_key=`.
