@@ -5,13 +5,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
+use atomic_waker::AtomicWaker;
 use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::backend::conn::CancelTarget;
 
@@ -20,9 +21,11 @@ use crate::backend::conn::CancelTarget;
 #[derive(Default)]
 struct Target {
     server: Mutex<Option<Arc<CancelTarget>>>,
-    /// The session waits for a server connection and listens on `waiting_wake`.
+    /// The session waits for a server connection: a cancel sets `cancelled` and wakes
+    /// `waker`.
     waiting: AtomicBool,
-    waiting_wake: Notify,
+    cancelled: AtomicBool,
+    waker: AtomicWaker,
 }
 
 type Slot = Arc<Target>;
@@ -97,7 +100,8 @@ impl CancelRegistry {
                 Some(t) => t.clone(),
                 None => {
                     if entry.target.waiting.load(Ordering::Acquire) {
-                        entry.target.waiting_wake.notify_waiters();
+                        entry.target.cancelled.store(true, Ordering::Release);
+                        entry.target.waker.wake();
                     }
                     return;
                 }
@@ -120,12 +124,23 @@ impl CancelHandle {
     /// connection. Only a cancel sent after its first poll counts: one sent while the client
     /// waited for nothing is gone, as PostgreSQL ignores a cancel with no query running.
     pub(crate) async fn requested(&self) {
-        let notified = self.target.waiting_wake.notified();
-        tokio::pin!(notified);
-        // Registered before the flag is up: a cancel that sees the flag wakes this future.
-        notified.as_mut().enable();
-        let _waiting = Waiting::raise(&self.target.waiting);
-        notified.await;
+        let target = &*self.target;
+        // A cancel left over from an earlier wait (it came as that one ended) is forgotten
+        // before the flag goes up.
+        target.cancelled.store(false, Ordering::Release);
+        let _waiting = Waiting::raise(&target.waiting);
+        std::future::poll_fn(|cx| {
+            if target.cancelled.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            target.waker.register(cx.waker());
+            if target.cancelled.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 }
 

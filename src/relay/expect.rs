@@ -222,6 +222,19 @@ impl Expected {
     }
 
     /// An entry [`Expected::drain_fakes`] answers is at the head of the queue.
+    /// A server message with tag `tag` that [`Expected::on_server_message`] would forward and
+    /// that changes nothing here: a reply inside the answer to a client Query, Sync or
+    /// FunctionCall at the head (rows, their description, command tags, notices), anything
+    /// but the ErrorResponse, ReadyForQuery, CopyInResponse or ParameterStatus the relay acts
+    /// on. The relay forwards it without the per-message bookkeeping.
+    pub(crate) fn passes(&self, tag: u8) -> bool {
+        !matches!(tag, b'E' | b'Z' | b'G' | b'S')
+            && matches!(
+                self.queue.front(),
+                Some(Expect::Query | Expect::Sync | Expect::FunctionCall)
+            )
+    }
+
     pub(crate) fn fake_at_head(&self) -> bool {
         self.queue.front().is_some_and(Expect::is_fake)
     }
@@ -371,6 +384,58 @@ mod tests {
             None,
             0,
         )
+    }
+
+    /// Whatever `passes` lets through, `on_server_message` forwards without a change to the
+    /// queue (its slow path would have done the same), for every tag and every head.
+    #[test]
+    fn what_passes_changes_nothing() {
+        let heads = [
+            Expect::Parse { statement: None },
+            BIND,
+            Expect::Describe { statement: None },
+            Expect::Execute,
+            Expect::Close,
+            Expect::Sync,
+            Expect::Query,
+            Expect::FunctionCall,
+            Expect::HiddenParse {
+                prepared: "p".into(),
+            },
+            Expect::HiddenClose,
+            Expect::HiddenQuery,
+            Expect::CopyEnd,
+            Expect::FakeCloseComplete,
+            Expect::FakeDeallocate,
+            Expect::Refused {
+                error: bytes::Bytes::new(),
+                simple: true,
+            },
+        ];
+        let mut passed = 0;
+        for head in heads {
+            for tag in 0..=u8::MAX {
+                let mut q = Expected::default();
+                q.push(head.clone());
+                q.push(Expect::Sync);
+                if !q.passes(tag) {
+                    continue;
+                }
+                passed += 1;
+                let before = q.queue.clone();
+                let mut dropped = Vec::new();
+                assert_eq!(
+                    q.on_server_message(tag, &mut dropped),
+                    Route::Forward,
+                    "{head:?} {}",
+                    tag as char
+                );
+                assert_eq!(q.queue, before, "{head:?} {}", tag as char);
+                assert!(dropped.is_empty() && q.unprepared.is_empty() && !q.copy_in);
+            }
+        }
+        // Query, Sync and FunctionCall heads, all tags but four.
+        assert_eq!(passed, 3 * 252);
     }
 
     fn fake_parse(client: &str, sql: &str) -> Expect {

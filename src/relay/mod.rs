@@ -1020,9 +1020,9 @@ impl Relay {
             let available = self.sin.len() - pos;
             // A row of a result the client is getting (the message before it was forwarded:
             // a hidden reply starts with a RowDescription or CommandComplete, which take the
-            // way below) changes nothing the relay keeps: forwarded as it is, as the rows
-            // after it are.
-            if h.tag == backend::DATA_ROW && !self.s_hide {
+            // way below), or any reply inside the answer to a client's Query or Sync that
+            // the relay does not act on, changes nothing the relay keeps: forwarded as it is.
+            if !self.s_hide && (h.tag == backend::DATA_ROW || self.expected.passes(h.tag)) {
                 let n = h.total().min(available);
                 pos += n;
                 self.s_rem = h.total() - n;
