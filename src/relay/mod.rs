@@ -200,6 +200,8 @@ struct Relay {
     stale_plans: Arc<StalePlans>,
     /// A request cancelled while it waited for a server connection, still being dropped.
     skip: Option<cancelled::Skip>,
+    /// The last Parse scanned, and what the scans found.
+    last_parse: taint::LastParse,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
@@ -270,6 +272,7 @@ impl Relay {
             transaction_mode: route.mode == PoolMode::Transaction,
             stale_plans,
             skip: None,
+            last_parse: taint::LastParse::default(),
         }
     }
 
@@ -644,9 +647,14 @@ impl Relay {
                 // A statement text without its terminator is refused here, whatever the
                 // mode: forwarded, it would cost the server connection (PostgreSQL ends a
                 // session on a malformed message).
-                let words = match self.guard {
-                    None => Some(Words::of(cstr(after).ok_or_else(malformed)?.0)),
-                    Some(_) => None,
+                let (words, settings) = match self.guard {
+                    None => {
+                        let (text, _) = cstr(after).ok_or_else(malformed)?;
+                        let settings = self.track_context;
+                        let (words, settings) = self.last_parse.scan(after, text, settings);
+                        (Some(words), settings)
+                    }
+                    Some(_) => (None, false),
                 };
                 if self.transaction_mode
                     && words.is_some_and(|w| w.listen)
@@ -655,8 +663,7 @@ impl Relay {
                     self.refuse(tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
                     return Ok(());
                 }
-                let taints =
-                    self.guard.is_none() && self.track_context && taint::may_change_settings(after);
+                let taints = self.guard.is_none() && self.track_context && settings;
                 if taints {
                     conn.context = None;
                 }
@@ -848,8 +855,13 @@ impl Relay {
                 if self.cin.len() < h.total() {
                     break;
                 }
-                let msg = self.cin.split_to(h.total());
-                self.client_extended(conn, &msg)?;
+                // Read in place: `cin` is lent out for the call (a `split_to` would make the
+                // buffer shared and count references on every message).
+                let cin = std::mem::take(&mut self.cin);
+                let handled = self.client_extended(conn, &cin[..h.total()]);
+                self.cin = cin;
+                self.cin.advance(h.total());
+                handled?;
                 self.unsynced = true;
                 continue;
             }
@@ -1020,12 +1032,17 @@ impl Relay {
             let available = self.sin.len() - pos;
             // A row of a result the client is getting (the message before it was forwarded:
             // a hidden reply starts with a RowDescription or CommandComplete, which take the
-            // way below), or any reply inside the answer to a client's Query or Sync that
-            // the relay does not act on, changes nothing the relay keeps: forwarded as it is.
-            if !self.s_hide && (h.tag == backend::DATA_ROW || self.expected.passes(h.tag)) {
+            // way below), or a reply to a client request that the relay does not act on
+            // (`Expected::pass`), changes nothing else the relay keeps: forwarded as it is.
+            if !self.s_hide && (h.tag == backend::DATA_ROW || self.expected.pass(h.tag)) {
                 let n = h.total().min(available);
                 pos += n;
                 self.s_rem = h.total() - n;
+                if self.s_rem == 0 && h.tag != backend::DATA_ROW {
+                    // A reply that completed its request: fake replies queued after it
+                    // follow.
+                    self.drain_fakes_after(&mut from, pos);
+                }
                 continue;
             }
             let whole = matches!(h.tag, backend::READY_FOR_QUERY | backend::ERROR_RESPONSE);

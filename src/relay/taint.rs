@@ -76,6 +76,41 @@ fn letters_l_d_or_r(v: u64) -> u64 {
         | zero(folded ^ (ONES * u64::from(b'r')))
 }
 
+/// Longest Parse body [`LastParse`] keeps: longer texts are scanned each time.
+const LAST_PARSE_LIMIT: usize = 8 * 1024;
+
+/// The last Parse body (statement text and parameter types) scanned, and what the scans found:
+/// drivers send the same unnamed statement again and again (`pgbench -M extended`, pgjdbc
+/// before it prepares, node-postgres), and comparing the bytes costs less than scanning them.
+#[derive(Debug, Default)]
+pub(crate) struct LastParse {
+    body: Vec<u8>,
+    /// What the scans found, and whether `may_change_settings` was asked.
+    found: Option<(Words, bool, bool)>,
+}
+
+impl LastParse {
+    /// [`Words::of`] `text`, and if `settings`, [`may_change_settings`] of `body` (else
+    /// false); `body` is the Parse body after the statement name, which starts with `text`.
+    pub(crate) fn scan(&mut self, body: &[u8], text: &[u8], settings: bool) -> (Words, bool) {
+        if let Some((words, changes, asked)) = self.found
+            && asked == settings
+            && self.body == body
+        {
+            return (words, changes);
+        }
+        let found = (Words::of(text), settings && may_change_settings(body));
+        if body.len() <= LAST_PARSE_LIMIT {
+            self.body.clear();
+            self.body.extend_from_slice(body);
+            self.found = Some((found.0, found.1, settings));
+        } else {
+            self.found = None;
+        }
+        found
+    }
+}
+
 /// The words the relay acts on that a statement text mentions, found in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Words {
@@ -138,6 +173,37 @@ impl Words {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_parse_answers_as_a_fresh_scan() {
+        let mut last = super::LastParse::default();
+        let bodies: [&[u8]; 5] = [
+            b"SELECT $1\0\0\0",
+            b"SELECT $1\0\0\0",
+            b"DISCARD ALL\0\0\0",
+            b"SELECT set_config('a', 'b', false)\0\0\0",
+            b"SELECT $1\0\0\0",
+        ];
+        for body in bodies {
+            let text = &body[..body.len() - 3];
+            for settings in [true, false] {
+                assert_eq!(
+                    last.scan(body, text, settings),
+                    (
+                        super::Words::of(text),
+                        settings && super::may_change_settings(body)
+                    ),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        assert!(
+            last.scan(b"DISCARD ALL\0\0\0", b"DISCARD ALL", false)
+                .0
+                .discard
+        );
+    }
+
     use super::*;
 
     #[test]
