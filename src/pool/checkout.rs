@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Pool;
+use super::keep::Listed;
 use super::pooled::Pooled;
 use crate::backend::conn::ServerConn;
 
@@ -15,6 +16,9 @@ pub(crate) struct Checkout {
     /// `None` only once released.
     pub(super) conn: Option<Pooled>,
     pub(super) granted_at: Instant,
+    /// Resumed from being kept without the pool's lock: its session is still on the kept
+    /// list (`keep.rs`), and comes off it unless the connection is kept again.
+    pub(super) listed: Option<Listed>,
 }
 
 impl Checkout {
@@ -29,6 +33,7 @@ impl Checkout {
             tenant,
             conn: Some(conn),
             granted_at,
+            listed: None,
         }
     }
 
@@ -61,14 +66,23 @@ impl Checkout {
 
     /// [`Checkout::release`] of a connection last used at `last_used` (a time read already).
     pub(crate) fn release_at(mut self, last_used: Instant) {
+        self.unlist();
         if let Some(conn) = self.conn.take() {
             self.pool.release(conn, &self.tenant, last_used);
+        }
+    }
+
+    /// Off the pool's kept list, if its session is still on it.
+    fn unlist(&mut self) {
+        if let Some(listed) = self.listed.take() {
+            self.pool.unkeep(listed.keeper());
         }
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
+        self.unlist();
         if let Some(conn) = self.conn.take() {
             // Closed (in the background) before the slot goes to the next waiter.
             drop(conn);

@@ -12,10 +12,18 @@
 //! after a checkout queued, while the shard is down, on a shard with
 //! `max_shard_connections` (other pools may wait for its budget), or past the connection's
 //! retirement.
+//!
+//! A keeper stays on the pool's kept list across the transactions it runs on its connection,
+//! so that a transaction starts and ends without the pool's lock: a state the session and
+//! the pool change with compare-and-swap ([`Keeper`]) says whether the connection is free
+//! to reclaim (between transactions) or in use. The session takes the locked way again when
+//! a checkout queued since it last kept the connection, after a reload, when the shard or
+//! the connection is no longer fit to keep, or after a pause long enough for a liveness
+//! check.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -29,10 +37,21 @@ use super::{Pool, Retirement, State, needs_liveness_check, still_open};
 /// queue now and then would mostly wake keepers only to take their connections back.
 pub(super) const KEEP_AFTER_QUEUE: Duration = Duration::from_millis(100);
 
-/// One session's side of keeping: set when the pool wants the connection back.
+/// [`Keeper::state`]: not on the pool's kept list.
+const FREE: u8 = 0;
+/// On the list, between transactions: the pool may reclaim the connection.
+const KEPT: u8 = 1;
+/// On the list, running a transaction: the pool leaves it alone.
+const IN_USE: u8 = 2;
+/// Taken off the list by the pool, which wants the connection back.
+const RECLAIMED: u8 = 3;
+
+/// One session's side of keeping.
 #[derive(Default)]
 pub(crate) struct Keeper {
-    reclaim: AtomicBool,
+    /// [`FREE`], [`KEPT`], [`IN_USE`] or [`RECLAIMED`]. The pool's side changes it under
+    /// the pool's lock, the session's side also without it.
+    state: AtomicU8,
     waker: AtomicWaker,
     /// Its place in the pool's kept list while listed (read and written under the pool's
     /// lock): taking it off the list is one swap, not a search.
@@ -48,16 +67,61 @@ impl Keeper {
     /// then drops its [`Kept`]).
     pub(crate) fn reclaimed(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.reclaim.load(Ordering::Acquire) {
+            if self.is(RECLAIMED) {
                 return Poll::Ready(());
             }
             self.waker.register(cx.waker());
-            if self.reclaim.load(Ordering::Acquire) {
+            if self.is(RECLAIMED) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
+    }
+
+    fn is(&self, state: u8) -> bool {
+        self.state.load(Ordering::SeqCst) == state
+    }
+
+    /// From `from` to `to` if it is in `from`.
+    fn swap(&self, from: u8, to: u8) -> bool {
+        self.state
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// What held when a connection was last kept the locked way: while it still holds, the
+/// session keeps the connection again without the lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ticket {
+    /// [`super::Common`]'s settings version.
+    version: u64,
+    /// [`Pool`]'s count of checkouts that queued.
+    queued: u64,
+    /// `server_lifetime` in force.
+    lifetime: Duration,
+}
+
+impl Ticket {
+    pub(super) fn new(version: u64, queued: u64, lifetime: Duration) -> Ticket {
+        Ticket {
+            version,
+            queued,
+            lifetime,
+        }
+    }
+}
+
+/// A checkout whose session is still on the pool's kept list ([`IN_USE`]).
+pub(crate) struct Listed {
+    keeper: Arc<Keeper>,
+    ticket: Ticket,
+}
+
+impl Listed {
+    pub(super) fn keeper(&self) -> &Arc<Keeper> {
+        &self.keeper
     }
 }
 
@@ -67,6 +131,7 @@ pub(crate) struct Kept {
     /// `None` only once resumed.
     checkout: Option<Checkout>,
     keeper: Arc<Keeper>,
+    ticket: Ticket,
 }
 
 impl Checkout {
@@ -74,14 +139,56 @@ impl Checkout {
     /// session's); or, if the pool cannot spare it, releases it and returns `None`.
     /// `last_used`: when its transaction ended.
     pub(crate) fn keep(mut self, keeper: &Arc<Keeper>, last_used: Instant) -> Option<Kept> {
+        if let Some(listed) = self.listed.take() {
+            let Listed { keeper, ticket } = listed;
+            if self.keep_listed(&keeper, &ticket, last_used) {
+                return Some(Kept {
+                    checkout: Some(self),
+                    keeper,
+                    ticket,
+                });
+            }
+            self.pool.unkeep(&keeper);
+        }
         let conn = self.conn.take()?;
-        self.conn = self
-            .pool
-            .release_or_keep(conn, &self.tenant, last_used, Some(keeper));
-        self.conn.is_some().then(|| Kept {
+        let (conn, ticket) =
+            self.pool
+                .release_or_keep(conn, &self.tenant, last_used, Some(keeper))?;
+        self.conn = Some(conn);
+        Some(Kept {
             checkout: Some(self),
             keeper: keeper.clone(),
+            ticket,
         })
+    }
+
+    /// Keeps the connection of a session still on the kept list without the pool's lock,
+    /// if `ticket` still holds and the connection is fit to keep. False: the session takes it
+    /// off the list and keeps or releases it the locked way.
+    fn keep_listed(&mut self, keeper: &Keeper, ticket: &Ticket, last_used: Instant) -> bool {
+        let pool = &self.pool;
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if pool.common.version.load(Ordering::Acquire) != ticket.version
+            || conn.generation != pool.shard.generation()
+            || !pool.shard.is_up()
+            || conn.expired(last_used, ticket.lifetime)
+        {
+            return false;
+        }
+        conn.conn_mut().last_used = last_used;
+        conn.entry.mark_idle(last_used);
+        keeper.state.store(KEPT, Ordering::SeqCst);
+        // A checkout that queues counts itself, then looks for a kept connection to reclaim:
+        // either it sees this one kept, or this sees its count (the pool's lock orders the
+        // counts, SeqCst orders this store and that load).
+        if pool.queued.load(Ordering::SeqCst) == ticket.queued {
+            return true;
+        }
+        // Someone queued since: give the connection back the locked way, unless the pool
+        // reclaimed it already (then the session sees `reclaimed` and lets it go).
+        !keeper.swap(KEPT, IN_USE)
     }
 }
 
@@ -90,7 +197,26 @@ impl Kept {
     /// pool reclaimed it meanwhile or it is no longer usable (then it is released, or closed).
     pub(crate) fn resume(mut self, now: Instant) -> Option<Checkout> {
         let mut checkout = self.checkout.take()?;
+        if !self.keeper.swap(KEPT, IN_USE) {
+            // Reclaimed: off the list already.
+            checkout.release_at(now);
+            return None;
+        }
         let usable = match checkout.conn.as_ref() {
+            // Used a moment ago, on a shard still up and unchanged: still on the list.
+            Some(conn)
+                if conn.generation == checkout.pool.shard.generation()
+                    && checkout.pool.shard.is_up()
+                    && !needs_liveness_check(conn, now) =>
+            {
+                conn.entry.mark_active(&checkout.tenant);
+                checkout.pool.checkouts.fetch_add(1, Ordering::Relaxed);
+                checkout.listed = Some(Listed {
+                    keeper: self.keeper.clone(),
+                    ticket: self.ticket,
+                });
+                true
+            }
             Some(conn) => checkout
                 .pool
                 .resume(conn, &checkout.tenant, &self.keeper, now),
@@ -116,16 +242,13 @@ impl Drop for Kept {
 }
 
 impl Pool {
-    /// Takes `keeper` off the kept list for its client's next transaction: false if the pool
-    /// reclaimed it already, the shard is down or its target changed, or the connection was
-    /// kept long enough to be looked at again and is retired (lifetime, `server_idle_timeout`)
-    /// or closed. (Its retirement was checked when it was kept.)
+    /// Takes `keeper` ([`IN_USE`]) off the kept list for its client's next transaction: false
+    /// if the shard is down or its target changed, or the connection was kept long enough to
+    /// be looked at again and is retired (lifetime, `server_idle_timeout`) or closed. (Its
+    /// retirement was checked when it was kept.)
     fn resume(&self, conn: &Pooled, tenant: &Arc<str>, keeper: &Arc<Keeper>, now: Instant) -> bool {
         let settings = {
             let mut st = self.lock();
-            if keeper.reclaim.load(Ordering::Acquire) {
-                return false;
-            }
             st.unlist(keeper);
             self.common.refresh(&mut st.settings)
         };
@@ -142,7 +265,7 @@ impl Pool {
     }
 
     /// A kept connection's client left or gave it up: off the kept list.
-    fn unkeep(&self, keeper: &Arc<Keeper>) {
+    pub(super) fn unkeep(&self, keeper: &Arc<Keeper>) {
         self.lock().unlist(keeper);
     }
 }
@@ -160,26 +283,39 @@ impl State {
 
     /// Lists `keeper` as keeping a connection for `tenant`.
     pub(super) fn list(&mut self, keeper: &Arc<Keeper>, tenant: &Arc<str>) {
-        keeper.reclaim.store(false, Ordering::Release);
+        keeper.state.store(KEPT, Ordering::SeqCst);
         keeper.index.store(self.kept.len(), Ordering::Relaxed);
         self.kept.push((keeper.clone(), tenant.clone()));
     }
 
-    /// A checkout of `tenant` queued: wakes a keeper of a connection kept for `tenant`, else
-    /// (unless `tenant` is at its cap, which only its own connections can help) any keeper;
-    /// its connection comes back to the pool.
+    /// Connections kept between transactions, free to reclaim.
+    pub(super) fn kept_now(&self) -> usize {
+        self.kept.iter().filter(|(k, _)| k.is(KEPT)).count()
+    }
+
+    /// A checkout of `tenant` queued (and counted itself): wakes a keeper of a connection
+    /// kept for `tenant`, else (unless `tenant` is at its cap, which only its own connections
+    /// can help) any keeper; its connection comes back to the pool. Keepers running a
+    /// transaction are passed over: they see the count when it ends.
     pub(super) fn reclaim_kept(&mut self, tenant: &str) {
-        let own = self.kept.iter().position(|(_, t)| **t == *tenant);
+        let own = (0..self.kept.len())
+            .filter(|&i| *self.kept[i].1 == *tenant)
+            .find(|&i| self.kept[i].0.swap(KEPT, RECLAIMED));
         let i = match own {
             Some(i) => i,
-            None if !self.kept.is_empty() && self.eligible(tenant) => 0,
+            None if self.eligible(tenant) => {
+                match (0..self.kept.len()).find(|&i| self.kept[i].0.swap(KEPT, RECLAIMED)) {
+                    Some(i) => i,
+                    None => return,
+                }
+            }
             None => return,
         };
         let (keeper, _) = self.take_kept(i);
-        keeper.reclaim.store(true, Ordering::Release);
         keeper.waker.wake();
     }
 
+    /// Off the kept list, if on it.
     fn unlist(&mut self, keeper: &Arc<Keeper>) {
         let i = keeper.index.load(Ordering::Relaxed);
         if self
@@ -188,6 +324,7 @@ impl State {
             .is_some_and(|(k, _)| Arc::ptr_eq(k, keeper))
         {
             self.take_kept(i);
+            keeper.state.store(FREE, Ordering::SeqCst);
         }
     }
 

@@ -38,6 +38,7 @@ use crate::error::{ClientError, ClientFacing, QUERY_CANCELED, UNABLE_TO_CONNECT}
 use crate::fast_map::FastMap;
 use crate::routing::{PoolKey, Route};
 use fair::FairQueue;
+use keep::Ticket;
 use pooled::Pooled;
 use shard::{AcquireError, Handoff, ShardState};
 use stats::{PoolStats, Registry};
@@ -216,6 +217,9 @@ pub(crate) struct Pool {
     state: Mutex<State>,
     params: OnceLock<ServerParams>,
     checkouts: AtomicU64,
+    /// Checkouts that queued, ever: a session keeping its connection without the lock
+    /// (`keep.rs`) looks whether it moved.
+    queued: AtomicU64,
 }
 
 struct State {
@@ -372,6 +376,7 @@ impl Pool {
             }),
             params: OnceLock::new(),
             checkouts: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
         }
     }
 
@@ -409,7 +414,7 @@ impl Pool {
             // rather than open one more.
             let granted = if st.slots < st.size
                 && st.eligible(tenant)
-                && (st.kept.is_empty() || !st.idle.is_empty())
+                && (st.kept_now() == 0 || !st.idle.is_empty())
             {
                 Ok(self.grant(&mut st, tenant, id, since, since, &settings))
             } else {
@@ -422,6 +427,8 @@ impl Pool {
                 };
                 st.queue.push(tenant.clone(), waiter);
                 st.queued_at = Some(since);
+                // Counted before looking for a kept connection (see `Checkout::keep_listed`).
+                self.queued.fetch_add(1, Ordering::SeqCst);
                 st.reclaim_kept(tenant);
                 if !st.watching {
                     st.watching = true;
@@ -694,14 +701,15 @@ impl Pool {
     }
 
     /// [`Pool::release`], unless `keeper` may keep the connection for its client's next
-    /// transaction (`keep.rs`): then it is listed and the connection comes back.
+    /// transaction (`keep.rs`): then it is listed and the connection comes back, with what
+    /// held when it was kept.
     fn release_or_keep(
         &self,
         mut conn: Pooled,
         tenant: &Arc<str>,
         now: Instant,
         keeper: Option<&Arc<Keeper>>,
-    ) -> Option<Pooled> {
+    ) -> Option<(Pooled, Ticket)> {
         conn.conn_mut().last_used = now;
         conn.entry.mark_idle(now);
         let mut close = None;
@@ -717,7 +725,12 @@ impl Pool {
             {
                 st.list(keeper, tenant);
                 st.last_used = now;
-                return Some(conn);
+                let ticket = Ticket::new(
+                    st.settings.0,
+                    self.queued.load(Ordering::SeqCst),
+                    settings.server_lifetime,
+                );
+                return Some((conn, ticket));
             }
             st.unhold(tenant);
             st.last_used = now;
@@ -840,8 +853,8 @@ impl Pool {
         PoolStats {
             key: self.key.clone(),
             size: st.size,
-            active: st.slots.saturating_sub(st.pending.len() + st.kept.len()),
-            idle: st.idle.len() + st.kept.len(),
+            active: st.slots.saturating_sub(st.pending.len() + st.kept_now()),
+            idle: st.idle.len() + st.kept_now(),
             waiting: st.queue.len() + st.pending.len(),
             max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),
             checkouts: self.checkouts.load(Ordering::Relaxed),

@@ -40,6 +40,7 @@ fn cluster() -> &'static Cluster {
             "pool_reclaim",
             "pool_keepers",
             "pool_own",
+            "pool_listed",
         ] {
             c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
                 .expect("database");
@@ -633,4 +634,51 @@ async fn a_queued_checkout_reclaims_its_own_tenants_connection_first() {
     assert_eq!(pid(&mut again), acme_backend);
     got.release();
     again.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_goes_and_comes_back_without_the_lock_until_a_checkout_queues() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_listed", 2, 0);
+    let pool = pools.get(&acme);
+    let keeper = Keeper::new();
+    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let backend = pid(&mut first);
+    let counts = || {
+        let p = &pools.pool_stats()[0];
+        (p.active, p.idle, p.waiting)
+    };
+    // Kept the locked way first; from then on the session stays on the kept list.
+    let kept = first.keep(&keeper, Instant::now()).expect("kept");
+    let resumed = kept.resume(Instant::now()).expect("resumed");
+    assert!(resumed.listed.is_some(), "resumed without the lock");
+    assert_eq!(counts(), (1, 0, 0), "in use counts as active");
+    let kept = resumed.keep(&keeper, Instant::now()).expect("kept again");
+    assert_eq!(counts(), (0, 1, 0), "kept counts as idle");
+    let mut resumed = kept.resume(Instant::now()).expect("resumed again");
+    assert!(resumed.listed.is_some());
+    assert_eq!(pid(&mut resumed), backend);
+
+    // In use, it is not free to reclaim: a checkout gets the free slot (a new connection).
+    let mut other = pool.checkout(&acme.tenant).await.expect("second slot");
+    assert_ne!(pid(&mut other), backend);
+    // The pool is full: the next checkout queues, passes the connection in use over, and
+    // its keeper gives it back when its transaction ends.
+    let waiter = checkout_later(&pool, &acme.tenant);
+    eventually("a waiter shows", || counts().2 == 1).await;
+    assert!(
+        resumed.keep(&keeper, Instant::now()).is_none(),
+        "released to the waiter"
+    );
+    let mut third = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the waiter is served")
+        .expect("join")
+        .expect("checkout");
+    assert_eq!(pid(&mut third), backend);
+    assert_eq!(counts(), (2, 0, 0));
+    third.release();
+    other.release();
+    assert_eq!(counts(), (0, 2, 0));
 }
