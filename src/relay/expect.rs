@@ -399,11 +399,9 @@ mod tests {
         )
     }
 
-    /// Whatever `pass` lets through, `on_server_message` forwards, leaving the queue as `pass`
-    /// does, for every tag and every head.
-    #[test]
-    fn what_passes_changes_nothing() {
-        let heads = [
+    /// One entry of every kind.
+    fn every_kind() -> [Expect; 16] {
+        [
             Expect::Parse { statement: None },
             BIND,
             Expect::Describe { statement: None },
@@ -413,20 +411,27 @@ mod tests {
             Expect::Query,
             Expect::FunctionCall,
             Expect::HiddenParse {
-                prepared: "p".into(),
+                prepared: "s1".into(),
             },
             Expect::HiddenClose,
             Expect::HiddenQuery,
             Expect::CopyEnd,
+            fake_parse("s1", "SELECT 1"),
             Expect::FakeCloseComplete,
             Expect::FakeDeallocate,
             Expect::Refused {
                 error: bytes::Bytes::new(),
                 simple: true,
             },
-        ];
+        ]
+    }
+
+    /// Whatever `pass` lets through, `on_server_message` forwards, leaving the queue as `pass`
+    /// does, for every tag and every head.
+    #[test]
+    fn what_passes_changes_nothing() {
         let mut passed = 0;
-        for head in heads {
+        for head in every_kind() {
             for tag in 0..=u8::MAX {
                 let queued = || {
                     let mut q = Expected::default();
@@ -535,30 +540,7 @@ mod tests {
     /// `drain_fakes` takes off the queue.
     #[test]
     fn is_fake_names_what_drain_fakes_takes() {
-        let all = [
-            Expect::Parse { statement: None },
-            BIND,
-            Expect::Describe { statement: None },
-            Expect::Execute,
-            Expect::Close,
-            Expect::Sync,
-            Expect::Query,
-            Expect::FunctionCall,
-            Expect::HiddenParse {
-                prepared: "s1".into(),
-            },
-            Expect::HiddenClose,
-            Expect::HiddenQuery,
-            Expect::CopyEnd,
-            fake_parse("s1", "SELECT 1"),
-            Expect::FakeCloseComplete,
-            Expect::FakeDeallocate,
-            Expect::Refused {
-                error: bytes::Bytes::new(),
-                simple: true,
-            },
-        ];
-        for e in all {
+        for e in every_kind() {
             let mut q = Expected::default();
             q.queue.push_back(e.clone());
             assert_eq!(q.fake_at_head(), e.is_fake(), "{e:?}");
