@@ -222,7 +222,7 @@ async fn least_recently_used_statements_are_closed_at_the_limit() {
 }
 
 /// Reads backend messages up to ReadyForQuery (at most 5 s), one short token each:
-/// `1` `2` `n` `t` `T` as their tags, `D(first column)`, `C(command tag)`, `E(SQLSTATE)`,
+/// `1` `2` `3` `n` `t` `T` as their tags, `D(first column)`, `C(command tag)`, `E(SQLSTATE)`,
 /// `Z(status)`.
 async fn replies(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut) -> String {
     use fallible_iterator::FallibleIterator;
@@ -233,6 +233,7 @@ async fn replies(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut) -> St
             let token = match read_msg(s, buf).await {
                 Message::ParseComplete => "1".to_owned(),
                 Message::BindComplete => "2".to_owned(),
+                Message::CloseComplete => "3".to_owned(),
                 Message::NoData => "n".to_owned(),
                 Message::ParameterDescription(_) => "t".to_owned(),
                 Message::RowDescription(_) => "T".to_owned(),
@@ -714,4 +715,32 @@ async fn stale_plan_one_server_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_plan_two_server_connections() {
     stale_plan_is_reported_once_then_parsed_again(2).await;
+}
+
+/// A Close of a statement in a batch where an earlier message fails is skipped by the server
+/// (it skips to the Sync), so it closes nothing: the statement still runs afterwards, as on a
+/// direct connection. A Close that runs closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_skipped_after_an_error_closes_nothing() {
+    let proxy = placement_world("prep_close_skipped", "database", 1).await;
+    let (mut s, mut buf) = raw_client(&proxy).await;
+    let prepared = exchange(&mut s, &mut buf, &prepare_and_run("s1", "SELECT 1")).await;
+    assert_eq!(prepared, "12D(1)C(SELECT 1)Z(I)");
+    // One write: a Parse the server rejects, a Close of s1, Sync.
+    let mut out = Vec::new();
+    msg(&mut out, b'P', b"\0SELEC 1\0\0\0");
+    msg(&mut out, b'C', b"Ss1\0");
+    msg(&mut out, b'S', b"");
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "E(42601)Z(I)");
+    assert_eq!(
+        exchange(&mut s, &mut buf, &run("s1")).await,
+        "2D(1)C(SELECT 1)Z(I)",
+        "the skipped Close closed nothing"
+    );
+    let mut out = Vec::new();
+    msg(&mut out, b'C', b"Ss1\0");
+    msg(&mut out, b'S', b"");
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "3Z(I)");
+    assert_eq!(exchange(&mut s, &mut buf, &run("s1")).await, "E(26000)Z(I)");
+    proxy.shutdown().await;
 }

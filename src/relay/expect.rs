@@ -54,7 +54,11 @@ pub(crate) enum Expect {
         statement: Arc<Prepared>,
     },
     /// A client Close of a statement: pgtenant answers CloseComplete (the server keeps it).
-    FakeCloseComplete,
+    /// `statement`: the client's statement it closed, if the client had one by that name
+    /// (back in the client's map if the server skips the Close after an error).
+    FakeCloseComplete {
+        statement: Option<Arc<Prepared>>,
+    },
     /// A client's SQL `DEALLOCATE` of its own statement, sent while replies were still owed:
     /// pgtenant answers it (`relay::deallocate`) once they have arrived, with the transaction
     /// status they leave (in a failed transaction: `25P02`, as PostgreSQL).
@@ -98,7 +102,7 @@ impl Expect {
         matches!(
             self,
             Expect::FakeParseComplete { .. }
-                | Expect::FakeCloseComplete
+                | Expect::FakeCloseComplete { .. }
                 | Expect::FakeDeallocate
                 | Expect::CopyEnd
         )
@@ -130,6 +134,9 @@ pub(crate) struct Expected {
     /// the Parse failed or was skipped after an error. The relay takes them off the client's
     /// map.
     unprepared: Vec<Arc<Prepared>>,
+    /// Client statements whose Close the server skipped after an error: they were not
+    /// closed. The relay puts them back in the client's map.
+    not_closed: Vec<Arc<Prepared>>,
 }
 
 /// Messages pgtenant must write to the client in place of a fake entry.
@@ -180,6 +187,11 @@ impl Expected {
         (!self.unprepared.is_empty()).then(|| std::mem::take(&mut self.unprepared))
     }
 
+    /// Takes the client statements whose Close the server skipped (see `not_closed`).
+    pub(crate) fn take_not_closed(&mut self) -> Option<Vec<Arc<Prepared>>> {
+        (!self.not_closed.is_empty()).then(|| std::mem::take(&mut self.not_closed))
+    }
+
     /// A ReadyForQuery arriving now answers a client's Query or FunctionCall, and no
     /// extended-protocol request is queued behind it: PostgreSQL has ended the implicit
     /// transaction that extended-protocol messages before it began, as a Sync would.
@@ -197,7 +209,7 @@ impl Expected {
         while let Some(head) = self.queue.front() {
             match head {
                 Expect::FakeParseComplete { .. } => out.extend_from_slice(PARSE_COMPLETE),
-                Expect::FakeCloseComplete => out.extend_from_slice(CLOSE_COMPLETE),
+                Expect::FakeCloseComplete { .. } => out.extend_from_slice(CLOSE_COMPLETE),
                 Expect::FakeDeallocate if status == b'E' => {
                     crate::protocol::messages::error_response(
                         out,
@@ -221,7 +233,6 @@ impl Expected {
         ended
     }
 
-    /// An entry [`Expected::drain_fakes`] answers is at the head of the queue.
     /// A server message with tag `tag` that [`Expected::on_server_message`] would forward and
     /// that changes nothing here but the queue's head: a reply to a client request of the
     /// extended protocol at the head (taken off the queue if the message completes it), or a
@@ -248,6 +259,7 @@ impl Expected {
         true
     }
 
+    /// An entry [`Expected::drain_fakes`] answers is at the head of the queue.
     pub(crate) fn fake_at_head(&self) -> bool {
         self.queue.front().is_some_and(Expect::is_fake)
     }
@@ -355,6 +367,7 @@ impl Expected {
                 }
                 Some(Expect::HiddenParse { prepared: p }) => dropped.push(p),
                 Some(Expect::FakeParseComplete { statement }) => self.unprepared.push(statement),
+                Some(Expect::FakeCloseComplete { statement: Some(p) }) => self.not_closed.push(p),
                 _ => {}
             }
         }
@@ -372,7 +385,7 @@ impl Expected {
         self.queue.front().is_some_and(|e| {
             matches!(
                 e,
-                Expect::FakeParseComplete { .. } | Expect::FakeCloseComplete
+                Expect::FakeParseComplete { .. } | Expect::FakeCloseComplete { .. }
             )
         })
     }
@@ -417,7 +430,7 @@ mod tests {
             Expect::HiddenQuery,
             Expect::CopyEnd,
             fake_parse("s1", "SELECT 1"),
-            Expect::FakeCloseComplete,
+            Expect::FakeCloseComplete { statement: None },
             Expect::FakeDeallocate,
             Expect::Refused {
                 error: bytes::Bytes::new(),
@@ -611,15 +624,22 @@ mod tests {
         q.push(Expect::Parse {
             statement: Some(s2.clone()),
         });
-        q.push(Expect::FakeCloseComplete);
+        let s1 = statement("s1", "SELECT 1");
+        q.push(Expect::FakeCloseComplete {
+            statement: Some(s1.clone()),
+        });
         q.push(Expect::Sync);
         let mut dropped = Vec::new();
         assert_eq!(q.on_server_message(b'1', &mut dropped), Route::Hide);
         assert_eq!(q.on_server_message(b'E', &mut dropped), Route::Forward);
         assert_eq!(dropped, vec![s2.server_name.clone()]);
-        // The client's statement whose Parse was skipped does not exist, as on PostgreSQL.
+        // The client's statement whose Parse was skipped does not exist, as on PostgreSQL;
+        // the one whose Close was skipped still does.
         let taken = q.take_unprepared().expect("s2");
         assert_eq!(names(&taken), names(&[s2]));
+        let kept = q.take_not_closed().expect("s1");
+        assert_eq!(names(&kept), names(&[s1]));
+        assert_eq!(q.take_not_closed(), None);
         assert!(!q.head_is_fake());
         assert_eq!(q.on_server_message(b'Z', &mut dropped), Route::Forward);
         assert!(q.is_empty());

@@ -781,7 +781,11 @@ impl Relay {
                     if statement {
                         // The server keeps the statement for other clients. (Skipped after
                         // an error, the Close closes nothing, as on PostgreSQL.)
-                        if self.expected.push(Expect::FakeCloseComplete) {
+                        let closed = self.statements.get(name).cloned();
+                        if self
+                            .expected
+                            .push(Expect::FakeCloseComplete { statement: closed })
+                        {
                             self.statements.close(name);
                         }
                     } else {
@@ -1108,6 +1112,11 @@ impl Relay {
             if let Some(failed) = self.expected.take_unprepared() {
                 for p in failed {
                     self.statements.close_if(&p);
+                }
+            }
+            if let Some(not_closed) = self.expected.take_not_closed() {
+                for p in not_closed {
+                    self.statements.reopen(p);
                 }
             }
             if ends_batch {

@@ -95,6 +95,14 @@ impl Statements {
         self.map.remove(name);
     }
 
+    /// Puts back statement `p`, whose Close the server skipped, unless the client has
+    /// registered another by that name since.
+    pub(crate) fn reopen(&mut self, p: Arc<Prepared>) {
+        if !self.map.contains_key(&p.client_name) {
+            self.map.insert(p.client_name.clone(), p);
+        }
+    }
+
     /// Forgets the client's statement `p` registered, unless a later Parse of the name (even
     /// of the same text) registered another since: `p`'s Parse did not run.
     pub(crate) fn close_if(&mut self, p: &Arc<Prepared>) {
