@@ -39,6 +39,14 @@
 #   pgtenant-db-storm, pgbouncer-storm (not in the default list): pgtenant-db / pgbouncer while
 #                         a second pgbench opens a new connection per transaction (-C) with
 #                         STORM_CLIENTS [8] clients against the same target
+#   forward-mio, forward-mio2, forward-tokio1, forward-tokio (not in the default list):
+#                         byte-for-byte forwarders (benches/forward/, built with cargo unless
+#                         SKIP_BUILD=1), one server connection per client like
+#                         pgbouncer-session, on four I/O cores: one event loop, two event-loop
+#                         threads, tokio's single-threaded scheduler, tokio's work-stealing
+#                         scheduler with two workers. What each core costs per transaction
+#                         before any pooling or protocol work; CLIENTS must not exceed
+#                         PostgreSQL's 300 connections less the pools
 #   BASE_BIN []           a second pgtenant binary (e.g. an older build) for the target
 #   BASE_WORKERS [PGTENANT_WORKERS]  runtime worker threads of the BASE_BIN process
 #                         pgtenant-db-base: the same tenant as pgtenant-db, in the same run
@@ -93,6 +101,7 @@ for t in $TARGETS; do
         pgbouncer-session)
             for c in $CLIENTS; do ((c <= POOL)) || die "pgbouncer-session holds a server connection per client: CLIENTS ($c) must not exceed POOL ($POOL)"; done ;;
         direct|pgbouncer|pgtenant-db|pgtenant-shared|pgtenant-shared-mix|pgtenant-db-split|pgtenant-db-storm|pgbouncer-storm) ;;
+        forward-mio|forward-mio2|forward-tokio1|forward-tokio) ;;
         pgtenant-db-base) [[ -x ${BASE_BIN:-} ]] || die "pgtenant-db-base needs BASE_BIN=<a pgtenant binary>" ;;
         *) die "unknown target '$t'";; esac
 done
@@ -122,6 +131,15 @@ if [[ $SKIP_BUILD != 1 ]]; then
     rm -f "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log"
 fi
 [[ -x $PGTENANT_BIN ]] || die "pgtenant binary not found at $PGTENANT_BIN"
+FORWARD_BIN=$REPO/benches/forward/target/release/forward
+if [[ " $TARGETS " == *" forward-"* ]]; then
+    if [[ $SKIP_BUILD != 1 || ! -x $FORWARD_BIN ]]; then
+        log "building the forwarders (benches/forward)"
+        cargo build --release --manifest-path "$REPO/benches/forward/Cargo.toml" >"${TMPDIR:-/tmp}/forward-build.$$.log" 2>&1 \
+            || { tail -40 "${TMPDIR:-/tmp}/forward-build.$$.log" >&2; die "building benches/forward failed"; }
+        rm -f "${TMPDIR:-/tmp}/forward-build.$$.log"
+    fi
+fi
 
 # ---------------------------------------------------------------- cleanup
 TMP=$(mktemp -d -t pgtenant-bench.XXXXXX)
@@ -129,6 +147,7 @@ PGDATA=$TMP/data
 PGTENANT_PID=
 BASE_PID=
 IDLE_PID=
+declare -A FWD_PID=() FWD_PORT=()
 PG_STARTED=0
 
 stop_pid() { # pid [seconds]: TERM, wait, then KILL
@@ -148,6 +167,7 @@ cleanup() {
     stop_pid "$IDLE_PID" 2
     stop_pid "$PGTENANT_PID" 5
     stop_pid "$BASE_PID" 5
+    for pid in "${FWD_PID[@]}"; do stop_pid "$pid" 2; done
     if [[ -f $TMP/pgbouncer.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer.pid")" 5; fi
     if [[ -f $TMP/pgbouncer-session.pid ]]; then stop_pid "$(cat "$TMP/pgbouncer-session.pid")" 5; fi
     if ((PG_STARTED)); then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
@@ -166,10 +186,10 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/runs" "$RESULTS_DIR"
 [[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP"
 
-read -r PGPORT PGB_PORT PGT_PORT BASE_PORT PGBS_PORT < <(python3 - <<'EOF'
+read -r PGPORT PGB_PORT PGT_PORT BASE_PORT PGBS_PORT FWD_MIO FWD_MIO2 FWD_TOKIO1 FWD_TOKIO < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(5):
+for _ in range(9):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -317,6 +337,20 @@ if [[ " $TARGETS " == *" pgtenant-db-base "* ]]; then
     log "BASE_BIN $BASE_BIN on 127.0.0.1:$BASE_PORT"
 fi
 
+for t in $TARGETS; do
+    [[ $t == forward-* ]] || continue
+    case $t in
+        forward-mio) FWD_PORT[$t]=$FWD_MIO ;;
+        forward-mio2) FWD_PORT[$t]=$FWD_MIO2 ;;
+        forward-tokio1) FWD_PORT[$t]=$FWD_TOKIO1 ;;
+        forward-tokio) FWD_PORT[$t]=$FWD_TOKIO ;;
+    esac
+    setsid "$FORWARD_BIN" "${t#forward-}" "${FWD_PORT[$t]}" "$PGPORT" >>"$TMP/$t.log" 2>&1 &
+    FWD_PID[$t]=$!
+    wait_port "${FWD_PORT[$t]}" "$t" "${FWD_PID[$t]}"
+    log "$t on 127.0.0.1:${FWD_PORT[$t]}"
+done
+
 # ---------------------------------------------------------------- targets
 target_conn() { # target -> "port user dbname"
     case $1 in
@@ -330,6 +364,7 @@ target_conn() { # target -> "port user dbname"
         pgtenant-db-base) echo "$BASE_PORT pgtenant.bench bench" ;;
         pgtenant-db-storm) echo "$PGT_PORT pgtenant.bench bench" ;;
         pgbouncer-storm) echo "$PGB_PORT pgtenant erp_bench" ;;
+        forward-*) echo "${FWD_PORT[$1]} pgtenant erp_bench" ;;
     esac
 }
 
@@ -339,6 +374,7 @@ target_pid() { # target -> pid of the proxy process serving it (nothing for dire
         pgbouncer | pgbouncer-storm) cat "$TMP/pgbouncer.pid" ;;
         pgbouncer-session) cat "$TMP/pgbouncer-session.pid" ;;
         pgtenant-db-base) echo "$BASE_PID" ;;
+        forward-*) echo "${FWD_PID[$1]}" ;;
         *) echo "$PGTENANT_PID" ;;
     esac
 }
@@ -697,6 +733,20 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
     if has pgtenant-db-base; then
         echo
         echo "pgtenant-db-base: the same tenant through BASE_BIN ($BASE_BIN), a second pgtenant process on its own port."
+    fi
+    if [[ " $TARGETS " == *" forward-"* ]]; then
+        echo
+        echo "forward-*: byte-for-byte forwarders (benches/forward/), one server connection per client: forward-mio one event loop (mio), forward-mio2 two event-loop threads, forward-tokio1 tokio's single-threaded scheduler, forward-tokio tokio's work-stealing scheduler with two workers."
+        if has pgbouncer-session; then
+            for proto in $PROTOCOLS; do for c in $CLIENTS; do
+                line="- $proto c=$c, tps / pgbouncer-session:"
+                for t in $TARGETS; do
+                    [[ $t == forward-* ]] || continue
+                    line+=" $t $(ratio "$(median <<<"${TPS["$proto $c $t"]:-}")" "$(median <<<"${TPS["$proto $c pgbouncer-session"]:-}")"),"
+                done
+                echo "${line%,}"
+            done; done
+        fi
     fi
     if ((PGT_ERRORS > 0)); then
         echo
