@@ -142,6 +142,10 @@ impl Policy {
                 "it would end the server connection while it waits in the pool for the next \
                  tenant",
             ),
+            "transaction_timeout" => Some(
+                "PostgreSQL 17 ends the whole server session when a transaction outlasts it, \
+                 which the pooled server connection's next tenant would pay for",
+            ),
             _ => None,
         }
     }

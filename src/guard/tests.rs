@@ -159,6 +159,13 @@ fn context_changes_the_guard_cannot_check_are_refused() {
     refused("SET client_encoding = 'SJIS'", "string literals");
     refused("SET NAMES 'SJIS'", "string literals");
     refused("SET row_security = off", "row-level security");
+    refused("SET idle_session_timeout = '20ms'", "pool");
+    refused("SET transaction_timeout = '1ms'", "next tenant");
+    refused(
+        "SELECT set_config('transaction_timeout', '1ms', false)",
+        "next tenant",
+    );
+    refused("SET LOCAL transaction_timeout = '1ms'", "next tenant");
 }
 
 #[test]
