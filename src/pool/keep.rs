@@ -139,17 +139,21 @@ impl Checkout {
     /// session's); or, if the pool cannot spare it, releases it and returns `None`.
     /// `last_used`: when its transaction ended.
     pub(crate) fn keep(mut self, keeper: &Arc<Keeper>, last_used: Instant) -> Option<Kept> {
-        if let Some(listed) = self.listed.take() {
-            let Listed { keeper, ticket } = listed;
-            if self.keep_listed(&keeper, &ticket, last_used) {
+        if let Some(Listed {
+            keeper: listed,
+            ticket,
+        }) = self.listed.take()
+        {
+            debug_assert!(Arc::ptr_eq(&listed, keeper), "a session has one keeper");
+            if self.keep_listed(&listed, &ticket, last_used) {
                 return Some(Kept {
                     checkout: Some(self),
-                    keeper,
+                    keeper: listed,
                     ticket,
                 });
             }
-            self.pool.unkeep(&keeper);
         }
+        // The locked way; it takes `keeper` off the kept list first if it is still on it.
         let conn = self.conn.take()?;
         let (conn, ticket) =
             self.pool
@@ -316,7 +320,7 @@ impl State {
     }
 
     /// Off the kept list, if on it.
-    fn unlist(&mut self, keeper: &Arc<Keeper>) {
+    pub(super) fn unlist(&mut self, keeper: &Arc<Keeper>) {
         let i = keeper.index.load(Ordering::Relaxed);
         if self
             .kept

@@ -702,7 +702,8 @@ impl Pool {
 
     /// [`Pool::release`], unless `keeper` may keep the connection for its client's next
     /// transaction (`keep.rs`): then it is listed and the connection comes back, with what
-    /// held when it was kept.
+    /// held when it was kept. A `keeper` still on the kept list (its session took the
+    /// connection back without the lock) comes off it first, under the same lock.
     fn release_or_keep(
         &self,
         mut conn: Pooled,
@@ -715,6 +716,9 @@ impl Pool {
         let mut close = None;
         {
             let mut st = self.lock();
+            if let Some(keeper) = keeper {
+                st.unlist(keeper);
+            }
             let settings = self.common.refresh(&mut st.settings);
             let retirement = Retirement::new(now, &settings, self.shard.generation());
             if let Some(keeper) = keeper
@@ -850,11 +854,12 @@ impl Pool {
             .map(|w| w.since)
             .chain(st.pending.values().copied())
             .min();
+        let kept = st.kept_now();
         PoolStats {
             key: self.key.clone(),
             size: st.size,
-            active: st.slots.saturating_sub(st.pending.len() + st.kept_now()),
-            idle: st.idle.len() + st.kept_now(),
+            active: st.slots.saturating_sub(st.pending.len() + kept),
+            idle: st.idle.len() + kept,
             waiting: st.queue.len() + st.pending.len(),
             max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),
             checkouts: self.checkouts.load(Ordering::Relaxed),
