@@ -647,12 +647,12 @@ impl Relay {
                 // A statement text without its terminator is refused here, whatever the
                 // mode: forwarded, it would cost the server connection (PostgreSQL ends a
                 // session on a malformed message).
-                let (words, settings) = match self.guard {
+                // `taints`: may change settings, in a session whose setup the relay tracks.
+                let (words, taints) = match self.guard {
                     None => {
                         let (text, _) = cstr(after).ok_or_else(malformed)?;
-                        let settings = self.track_context;
-                        let (words, settings) = self.last_parse.scan(after, text, settings);
-                        (Some(words), settings)
+                        let (words, taints) = self.last_parse.scan(after, text, self.track_context);
+                        (Some(words), taints)
                     }
                     Some(_) => (None, false),
                 };
@@ -663,7 +663,6 @@ impl Relay {
                     self.refuse(tag, FEATURE_NOT_SUPPORTED, listen::REFUSAL);
                     return Ok(());
                 }
-                let taints = self.guard.is_none() && self.track_context && settings;
                 if taints {
                     conn.context = None;
                 }

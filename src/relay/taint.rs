@@ -173,9 +173,11 @@ impl Words {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn last_parse_answers_as_a_fresh_scan() {
-        let mut last = super::LastParse::default();
+        let mut last = LastParse::default();
         let bodies: [&[u8]; 5] = [
             b"SELECT $1\0\0\0",
             b"SELECT $1\0\0\0",
@@ -188,10 +190,7 @@ mod tests {
             for settings in [true, false] {
                 assert_eq!(
                     last.scan(body, text, settings),
-                    (
-                        super::Words::of(text),
-                        settings && super::may_change_settings(body)
-                    ),
+                    (Words::of(text), settings && may_change_settings(body)),
                     "{}",
                     String::from_utf8_lossy(body)
                 );
@@ -203,8 +202,6 @@ mod tests {
                 .discard
         );
     }
-
-    use super::*;
 
     #[test]
     fn plain_statements_are_trusted() {
