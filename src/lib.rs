@@ -31,6 +31,7 @@ pub mod demo;
 pub(crate) mod error;
 pub(crate) mod fast_map;
 pub(crate) mod guard;
+pub(crate) mod lanes;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod protocol;

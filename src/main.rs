@@ -75,10 +75,11 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(config.log_json());
-            let workers = config.workers();
             // The file is read again at start (and on every reload) so that one path is used.
             drop(config);
-            with_runtime(scheduler(workers), async move {
+            // The proxy starts on this thread's single-threaded runtime, the first of its
+            // `server.workers` lanes, and starts a thread for each of the others.
+            with_runtime(async move {
                 pgtenant::server::run_until_signal(&path)
                     .await
                     .map_err(|e| e.to_string())
@@ -100,44 +101,24 @@ fn main() -> ExitCode {
         }
         Command::Demo { port } => {
             init_logs(false);
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-            with_runtime(scheduler(workers), async move {
-                pgtenant::demo::run(port).await
-            })
+            with_runtime(async move { pgtenant::demo::run(port).await })
         }
     }
 }
 
-/// The runtime for `workers` threads. One worker runs tokio's single-threaded scheduler,
-/// which has no other worker to wake, steal from or keep statistics for (on the 2-CPU bench
-/// machine it served 1–8 % more transactions per second than the work-stealing one with one
-/// worker); more run the work-stealing scheduler.
-fn scheduler(workers: usize) -> tokio::runtime::Builder {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(workers);
-        builder
-    }
+/// A single-threaded runtime, or the exit code `failure` after saying why there is none.
+fn runtime(failure: ExitCode) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("pgtenant: could not start the runtime: {e}");
+            failure
+        })
 }
 
-/// A runtime from `builder`, or the exit code `failure` after saying why there is none.
-fn runtime(
-    mut builder: tokio::runtime::Builder,
-    failure: ExitCode,
-) -> Result<tokio::runtime::Runtime, ExitCode> {
-    builder.enable_all().build().map_err(|e| {
-        eprintln!("pgtenant: could not start the runtime: {e}");
-        failure
-    })
-}
-
-fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(
-    builder: tokio::runtime::Builder,
-    f: F,
-) -> ExitCode {
-    let rt = match runtime(builder, ExitCode::FAILURE) {
+fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
+    let rt = match runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -159,10 +140,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match runtime(
-        tokio::runtime::Builder::new_current_thread(),
-        ExitCode::from(2),
-    ) {
+    let rt = match runtime(ExitCode::from(2)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use pgwire::api::auth::sasl::scram::ScramServerAuth;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::{Config, ConfigError};
 use crate::error::{ADMIN_SHUTDOWN, ClientError};
 use crate::guard::{Policy, VerdictCache};
+use crate::lanes::{Lane, Lanes};
 use crate::metrics::{self, GaugeSample, Metrics, StatsKey};
 use crate::pool::Pools;
 use crate::relay::stale::StalePlans;
@@ -294,6 +295,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("could not start the worker threads (server.workers): {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running proxy.
@@ -306,6 +309,9 @@ pub struct Proxy {
     background: Vec<JoinHandle<()>>,
     slots: Arc<Semaphore>,
     max_clients: usize,
+    /// The worker threads besides the current runtime's: they end when the proxy is dropped
+    /// (or shut down) and its accept loop is gone.
+    _lanes: Option<Arc<Lanes>>,
 }
 
 /// How long clients asked to stop now get to go before shutdown returns anyway.
@@ -340,6 +346,7 @@ impl Proxy {
             }
             None => None,
         };
+        let workers = config.workers();
         let listen = config.server.listen;
         let listener = bind(listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -379,7 +386,16 @@ impl Proxy {
             shutdown_request: watch::Sender::new(false),
         });
         let slots = Arc::new(Semaphore::new(max_clients));
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), slots.clone()));
+        let lanes = match workers {
+            0 | 1 => None,
+            n => Some(Arc::new(Lanes::start(n - 1).map_err(StartError::Workers)?)),
+        };
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            slots.clone(),
+            lanes.clone(),
+        ));
         let mut background = Vec::new();
         if let Some(l) = metrics_listener {
             background.push(tokio::spawn(metrics::http::serve(
@@ -406,6 +422,7 @@ impl Proxy {
             background,
             slots,
             max_clients,
+            _lanes: lanes,
         })
     }
 
@@ -480,7 +497,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    lanes: Option<Arc<Lanes>>,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -492,11 +514,38 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Sema
             }
         };
         let slot = slots.clone().try_acquire_owned().ok();
+        let lane = lanes.as_ref().map_or(Lane::Own, |l| l.pick());
         let ctx = SessionCtx {
             shared: shared.clone(),
             peer,
+            lane: match lane {
+                Lane::Own => 0,
+                Lane::Other { index, .. } => index,
+            },
         };
-        tokio::spawn(session::run(ctx, tcp, slot));
+        match lane {
+            Lane::Own => {
+                tokio::spawn(session::run(ctx, tcp, slot));
+            }
+            Lane::Other { handle, .. } => {
+                // The socket moves to the other lane's event loop: off this one's, onto that.
+                let std = match tcp.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %peer, "could not hand a client to a worker thread");
+                        continue;
+                    }
+                };
+                handle.spawn(async move {
+                    match TcpStream::from_std(std) {
+                        Ok(tcp) => session::run(ctx, tcp, slot).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, %peer, "could not take a client on a worker thread");
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 

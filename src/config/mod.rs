@@ -256,7 +256,8 @@ impl Config {
         validate::validate(raw, None)
     }
 
-    /// Worker threads for the runtime (one per CPU unless `server.workers` says otherwise).
+    /// Worker threads, one event loop each (`crate::lanes`): one per CPU unless
+    /// `server.workers` says otherwise.
     pub fn workers(&self) -> usize {
         match self.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -8,6 +8,19 @@ use std::collections::VecDeque;
 use crate::fast_map::FastMap;
 use std::hash::Hash;
 
+/// What [`FairQueue::pop`] does with a waiter of the key it serves, asked of each in turn
+/// from the oldest (`front`): the first it takes is served; none or `Stop` serves the oldest.
+pub(super) enum Choice {
+    Take,
+    Skip,
+    Stop,
+}
+
+/// Serves the oldest waiter: first come, first served.
+pub(super) fn oldest<W>(_front: &W, _w: &W) -> Choice {
+    Choice::Take
+}
+
 pub(super) struct FairQueue<K, W> {
     queues: FastMap<K, VecDeque<W>>,
     /// Keys with waiters, in the order they are served next.
@@ -50,31 +63,49 @@ impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
         self.order.front()
     }
 
-    /// Takes the oldest waiter of the first key, in round-robin order, that `eligible` accepts;
-    /// that key then goes to the back of the order. Keys passed over keep their place.
-    pub(super) fn pop(&mut self, mut eligible: impl FnMut(&K) -> bool) -> Option<(K, W)> {
+    /// Takes a waiter (the one `choose` picks, see [`Choice`]) of the first key, in
+    /// round-robin order, that `eligible` accepts; that key then goes to the back of the
+    /// order. Keys passed over keep their place.
+    pub(super) fn pop(
+        &mut self,
+        mut eligible: impl FnMut(&K) -> bool,
+        choose: impl FnMut(&W, &W) -> Choice,
+    ) -> Option<(K, W)> {
         let i = self.order.iter().position(&mut eligible)?;
         let key = self.order.remove(i)?;
-        let w = self.take_front(&key)?;
+        let w = self.take_chosen(&key, choose)?;
         Some((key, w))
     }
 
-    /// Takes the oldest waiter of `key`, which then goes to the back of the order.
-    pub(super) fn pop_key<Q>(&mut self, key: &Q) -> Option<W>
+    /// Takes a waiter of `key` (the one `choose` picks), which then goes to the back of the
+    /// order.
+    pub(super) fn pop_key<Q>(&mut self, key: &Q, choose: impl FnMut(&W, &W) -> Choice) -> Option<W>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let i = self.order.iter().position(|k| k.borrow() == key)?;
         let key = self.order.remove(i)?;
-        self.take_front(&key)
+        self.take_chosen(&key, choose)
     }
 
-    /// `key` is out of the order: takes its front waiter and puts it back at the end if more
-    /// remain.
-    fn take_front(&mut self, key: &K) -> Option<W> {
+    /// `key` is out of the order: takes the waiter `choose` picks and puts the key back at the
+    /// end if more remain.
+    fn take_chosen(&mut self, key: &K, mut choose: impl FnMut(&W, &W) -> Choice) -> Option<W> {
         let q = self.queues.get_mut(key)?;
-        let w = q.pop_front();
+        let front = q.front()?;
+        let mut at = 0;
+        for (i, w) in q.iter().enumerate() {
+            match choose(front, w) {
+                Choice::Take => {
+                    at = i;
+                    break;
+                }
+                Choice::Skip => {}
+                Choice::Stop => break,
+            }
+        }
+        let w = q.remove(at);
         if q.is_empty() {
             self.queues.remove(key);
         } else {
@@ -154,10 +185,10 @@ impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
 
 #[cfg(test)]
 mod tests {
-    use super::FairQueue;
+    use super::{Choice, FairQueue, oldest};
 
     fn served(q: &mut FairQueue<&'static str, u32>) -> Vec<(&'static str, u32)> {
-        std::iter::from_fn(|| q.pop(|_| true)).collect()
+        std::iter::from_fn(|| q.pop(|_| true, oldest)).collect()
     }
 
     #[test]
@@ -192,10 +223,10 @@ mod tests {
         for i in 0..200 {
             q.push("busy", i);
         }
-        assert_eq!(q.pop(|_| true), Some(("busy", 0)));
+        assert_eq!(q.pop(|_| true, oldest), Some(("busy", 0)));
         q.push("lone", 0);
-        assert_eq!(q.pop(|_| true), Some(("busy", 1)));
-        assert_eq!(q.pop(|_| true), Some(("lone", 0)));
+        assert_eq!(q.pop(|_| true, oldest), Some(("busy", 1)));
+        assert_eq!(q.pop(|_| true, oldest), Some(("lone", 0)));
     }
 
     #[test]
@@ -205,11 +236,11 @@ mod tests {
         q.push("capped", 2);
         q.push("free", 10);
         q.push("free", 11);
-        assert_eq!(q.pop(|k| *k != "capped"), Some(("free", 10)));
-        assert_eq!(q.pop(|k| *k != "capped"), Some(("free", 11)));
-        assert_eq!(q.pop(|k| *k != "capped"), None);
+        assert_eq!(q.pop(|k| *k != "capped", oldest), Some(("free", 10)));
+        assert_eq!(q.pop(|k| *k != "capped", oldest), Some(("free", 11)));
+        assert_eq!(q.pop(|k| *k != "capped", oldest), None);
         assert_eq!(q.next_key(), Some(&"capped"));
-        assert_eq!(q.pop(|_| true), Some(("capped", 1)));
+        assert_eq!(q.pop(|_| true, oldest), Some(("capped", 1)));
     }
 
     #[test]
@@ -241,11 +272,38 @@ mod tests {
         assert_eq!(q.remove("b", |w| *w == 2), Some(2));
         assert_eq!(q.len(), 1);
         assert_eq!(q.next_key(), Some(&"a"));
-        assert_eq!(q.pop_key("a"), Some(1));
+        assert_eq!(q.pop_key("a", oldest), Some(1));
         assert!(q.is_empty() && q.next_key().is_none());
         q.push("c", 4);
         assert_eq!(q.fronts().count(), 1);
         assert_eq!(q.drain(), [4]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_chosen_waiter_goes_first_and_the_others_keep_their_places() {
+        let mut q = FairQueue::new();
+        for w in [1, 2, 3, 4, 5] {
+            q.push("a", w);
+        }
+        // The first even waiter within 3 of the oldest.
+        let even_near = |front: &u32, w: &u32| match (*w - *front > 3, w.is_multiple_of(2)) {
+            (true, _) => Choice::Stop,
+            (false, true) => Choice::Take,
+            (false, false) => Choice::Skip,
+        };
+        assert_eq!(q.pop(|_| true, even_near), Some(("a", 2)));
+        assert_eq!(q.pop_key("a", even_near), Some(4));
+        // 1 is the oldest now, and the next even one (none) is out of reach: the oldest.
+        assert_eq!(q.pop(|_| true, even_near), Some(("a", 1)));
+        assert_eq!(
+            q.pop(|_| true, |_: &u32, _: &u32| Choice::Stop),
+            Some(("a", 3))
+        );
+        assert_eq!(
+            q.pop(|_| true, |_: &u32, _: &u32| Choice::Skip),
+            Some(("a", 5))
+        );
         assert!(q.is_empty());
     }
 }

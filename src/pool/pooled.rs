@@ -35,6 +35,8 @@ pub(super) struct Pooled {
     /// never): the setting changes only on reload, the check runs on every checkout.
     expiry: Cell<Option<(Duration, Option<Instant>)>>,
     registry: Arc<Registry>,
+    /// The lane (`crate::lanes`) whose event loop its socket is registered with.
+    pub(super) lane: usize,
 }
 
 impl Pooled {
@@ -46,6 +48,7 @@ impl Pooled {
         registry: &Arc<Registry>,
         key: &PoolKey,
         tenant: &Arc<str>,
+        lane: usize,
     ) -> Pooled {
         let (id, entry) = registry.register(key, tenant, conn.cancel.pid);
         Pooled {
@@ -57,6 +60,32 @@ impl Pooled {
             lifetime_factor: lifetime_factor(),
             expiry: Cell::new(None),
             registry: registry.clone(),
+            lane,
+        }
+    }
+
+    /// Registers the socket with the event loop of the runtime this runs on, lane `lane`,
+    /// instead of the one it was registered with, if that was another lane's: the session of
+    /// `lane` that uses it is then woken by its own event loop, not by another thread's.
+    /// Done with a duplicate of the descriptor, so that if any step fails the connection
+    /// stays as it was (registered elsewhere, which works, at the cost of a wake-up across
+    /// threads per readiness event).
+    pub(super) fn move_to_lane(&mut self, lane: usize) {
+        if self.lane == lane {
+            return;
+        }
+        let stream = &mut self.conn_mut().stream;
+        let moved = std::os::fd::AsFd::as_fd(stream)
+            .try_clone_to_owned()
+            .and_then(|fd| TcpStream::from_std(std::net::TcpStream::from(fd)));
+        match moved {
+            Ok(new) => {
+                // Dropping the old one takes its registration off the other lane's loop
+                // and closes its descriptor; the socket stays open through the duplicate.
+                drop(std::mem::replace(stream, new));
+                self.lane = lane;
+            }
+            Err(e) => tracing::debug!(error = %e, "server connection kept on its lane"),
         }
     }
 

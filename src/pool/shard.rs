@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::fair::FairQueue;
+use super::fair::{self, FairQueue};
 use super::pooled::Pooled;
 use super::stats::ShardStats;
 use super::{Common, Pool, lock};
@@ -261,7 +261,7 @@ impl ShardState {
     /// A connection's share came back: it goes to the next pool waiting, or is freed.
     fn release_budget(self: &Arc<Self>) {
         let mut inner = lock(&self.inner);
-        while let Some((_, w)) = inner.waiters.pop(|_| true) {
+        while let Some((_, w)) = inner.waiters.pop(|_| true, fair::oldest) {
             self.count_waiters(&inner);
             match w.tx.send(Grant::Budget(self.budget())) {
                 Ok(()) => return,
@@ -276,7 +276,7 @@ impl ShardState {
         let mut inner = lock(&self.inner);
         let cap = self.common.settings().max_shard_connections;
         while cap == 0 || inner.conns < cap {
-            let Some((_, w)) = inner.waiters.pop(|_| true) else {
+            let Some((_, w)) = inner.waiters.pop(|_| true, fair::oldest) else {
                 break;
             };
             self.count_waiters(&inner);
@@ -304,7 +304,7 @@ impl ShardState {
                 Some(next) if next != key => return Handoff::Close(conn),
                 Some(_) => {}
             }
-            let Some(w) = inner.waiters.pop_key(key) else {
+            let Some(w) = inner.waiters.pop_key(key, fair::oldest) else {
                 return Handoff::Keep(conn);
             };
             self.count_waiters(&inner);

@@ -41,6 +41,8 @@ fn cluster() -> &'static Cluster {
             "pool_keepers",
             "pool_own",
             "pool_listed",
+            "pool_lane_move",
+            "pool_lane_pick",
         ] {
             c.psql("postgres", &format!("CREATE DATABASE {db} OWNER pgtenant"))
                 .expect("database");
@@ -123,7 +125,7 @@ async fn stats_follow_checkouts_waiters_and_releases() {
 
     let acme = route(&config, "acme", "pool_stats", 1, 0);
     let pool = pools.get(&acme);
-    let first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let first = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     let p = &pools.pool_stats()[0];
     assert_eq!(
         (p.size, p.active, p.idle, p.waiting, p.checkouts),
@@ -150,7 +152,7 @@ async fn stats_follow_checkouts_waiters_and_releases() {
     let pool_b = pools.get(&beta);
     let waiter = tokio::spawn({
         let (pool, tenant) = (pool_b.clone(), beta.tenant.clone());
-        async move { pool.checkout(&tenant).await.map(|c| (c, Instant::now())) }
+        async move { pool.checkout(&tenant, 0).await.map(|c| (c, Instant::now())) }
     });
     eventually("a waiter shows", || pools.pool_stats()[0].waiting == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -176,7 +178,7 @@ async fn stats_follow_checkouts_waiters_and_releases() {
     assert_eq!((p.active, p.idle), (0, 1));
 
     // Dropped without release: closed, gone from the registry, budget back once it is.
-    let dirty = pool.checkout(&acme.tenant).await.expect("checkout");
+    let dirty = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     drop(dirty);
     assert!(pools.server_stats().is_empty());
     eventually("the shard's count drops", || {
@@ -196,18 +198,18 @@ async fn a_tenant_at_its_cap_waits_while_others_are_served() {
     let other = route(&config, "other", "pool_cap", 3, 0);
     let pool = pools.get(&capped);
     assert!(Arc::ptr_eq(&pool, &pools.get(&other)), "one pool for both");
-    let held = pool.checkout(&capped.tenant).await.expect("checkout");
+    let held = pool.checkout(&capped.tenant, 0).await.expect("checkout");
     let blocked = tokio::spawn({
         let (pool, tenant) = (pool.clone(), capped.tenant.clone());
-        async move { pool.checkout(&tenant).await }
+        async move { pool.checkout(&tenant, 0).await }
     });
     eventually("the capped tenant waits", || {
         pools.pool_stats()[0].waiting == 1
     })
     .await;
     // A free slot, but not for the capped tenant: another tenant gets it at once.
-    let a = pool.checkout(&other.tenant).await.expect("other tenant");
-    let b = pool.checkout(&other.tenant).await.expect("other tenant");
+    let a = pool.checkout(&other.tenant, 0).await.expect("other tenant");
+    let b = pool.checkout(&other.tenant, 0).await.expect("other tenant");
     assert_eq!(pools.pool_stats()[0].active, 3);
     assert!(!blocked.is_finished());
     held.release();
@@ -225,11 +227,11 @@ async fn a_waiter_that_leaves_takes_no_slot_with_it() {
     let pools = Pools::new(&config);
     let r = route(&config, "acme", "pool_leave", 1, 0);
     let pool = pools.get(&r);
-    let held = pool.checkout(&r.tenant).await.expect("checkout");
+    let held = pool.checkout(&r.tenant, 0).await.expect("checkout");
     for _ in 0..3 {
         let gone = tokio::spawn({
             let (pool, tenant) = (pool.clone(), r.tenant.clone());
-            async move { pool.checkout(&tenant).await.map(drop) }
+            async move { pool.checkout(&tenant, 0).await.map(drop) }
         });
         eventually("queued", || pools.pool_stats()[0].waiting == 1).await;
         gone.abort();
@@ -237,7 +239,7 @@ async fn a_waiter_that_leaves_takes_no_slot_with_it() {
         assert_eq!(pools.pool_stats()[0].waiting, 0);
     }
     held.release();
-    let again = tokio::time::timeout(Duration::from_secs(1), pool.checkout(&r.tenant))
+    let again = tokio::time::timeout(Duration::from_secs(1), pool.checkout(&r.tenant, 0))
         .await
         .expect("the slot is free")
         .expect("checkout");
@@ -252,8 +254,8 @@ async fn a_changed_shard_retires_its_connections() {
     let pools = Pools::new(&config);
     let old = route(&config, "acme", "pool_moved", 2, 0);
     let pool = pools.get(&old);
-    let kept = pool.checkout(&old.tenant).await.expect("checkout");
-    let idle = pool.checkout(&old.tenant).await.expect("checkout");
+    let kept = pool.checkout(&old.tenant, 0).await.expect("checkout");
+    let idle = pool.checkout(&old.tenant, 0).await.expect("checkout");
     idle.release();
     assert_eq!(pools.server_stats().len(), 2);
 
@@ -289,7 +291,7 @@ async fn a_changed_shard_retires_its_connections() {
         pools.server_stats().is_empty(),
         "the checked-out one is closed when released"
     );
-    let fresh = pool.checkout(&old.tenant).await.expect("checkout");
+    let fresh = pool.checkout(&old.tenant, 0).await.expect("checkout");
     fresh.release();
     assert_eq!(pools.server_stats().len(), 1);
     assert_eq!(pools.pool_stats()[0].idle, 1);
@@ -301,11 +303,15 @@ async fn reconfigure_applies_to_later_checkouts() {
     let pools = Pools::new(&config);
     let a = route(&config, "acme", "pool_re_a", 2, 0);
     let b = route(&config, "beta", "pool_re_b", 2, 0);
-    let held = pools.get(&a).checkout(&a.tenant).await.expect("checkout");
+    let held = pools
+        .get(&a)
+        .checkout(&a.tenant, 0)
+        .await
+        .expect("checkout");
     // pool_re_b needs a connection, the shard is at its cap of 1 and nothing is idle: it waits.
     let waiting = tokio::spawn({
         let (pool, tenant) = (pools.get(&b), b.tenant.clone());
-        async move { pool.checkout(&tenant).await }
+        async move { pool.checkout(&tenant, 0).await }
     });
     eventually("pool_re_b waits", || {
         pools
@@ -327,7 +333,7 @@ async fn reconfigure_applies_to_later_checkouts() {
 
     // The shorter query_wait_timeout applies to the next waiter.
     let t = Instant::now();
-    let e = match pools.get(&a).checkout(&a.tenant).await {
+    let e = match pools.get(&a).checkout(&a.tenant, 0).await {
         Err(e) => e,
         Ok(_) => panic!("the shard is at its cap"),
     };
@@ -342,7 +348,11 @@ async fn unused_pools_are_removed() {
     let pools = Pools::new(&config);
     for (tenant, db) in [("acme", "pool_un_a"), ("beta", "pool_un_b")] {
         let r = route(&config, tenant, db, 1, 0);
-        let c = pools.get(&r).checkout(&r.tenant).await.expect("checkout");
+        let c = pools
+            .get(&r)
+            .checkout(&r.tenant, 0)
+            .await
+            .expect("checkout");
         c.release();
     }
     // A session still holding its pool keeps it.
@@ -377,7 +387,7 @@ async fn lifetimes_are_jittered() {
     let pool = pools.get(&r);
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(pool.checkout(&r.tenant).await.expect("checkout"));
+        held.push(pool.checkout(&r.tenant, 0).await.expect("checkout"));
     }
     let hour = Duration::from_secs(3600);
     let lifetimes: Vec<Duration> = held.iter().map(|c| c.pooled().lifetime(hour)).collect();
@@ -419,6 +429,7 @@ fn affinity_passes_over_the_next_tenant_only_briefly() {
     let waiter = |id, since| Waiter {
         id,
         since,
+        lane: 0,
         deadline: since + Duration::from_secs(10),
         tx: tokio::sync::oneshot::channel().0,
     };
@@ -469,7 +480,7 @@ fn checkout_later(
     tenant: &Arc<str>,
 ) -> tokio::task::JoinHandle<Result<super::Checkout, PoolError>> {
     let (pool, tenant) = (pool.clone(), tenant.clone());
-    tokio::spawn(async move { pool.checkout(&tenant).await })
+    tokio::spawn(async move { pool.checkout(&tenant, 0).await })
 }
 
 /// The backend pid of `checkout`'s connection.
@@ -484,7 +495,7 @@ async fn a_kept_connection_comes_back_to_its_client_and_counts_as_idle() {
     let acme = route(&config, "acme", "pool_keep", 2, 0);
     let pool = pools.get(&acme);
     let keeper = Keeper::new();
-    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let mut first = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     let backend = pid(&mut first);
     let kept = first
         .keep(&keeper, Instant::now())
@@ -508,7 +519,7 @@ async fn a_kept_connection_comes_back_to_its_client_and_counts_as_idle() {
     let p = &pools.pool_stats()[0];
     assert_eq!((p.active, p.idle), (0, 1));
     assert_eq!(backends("pool_keep"), [backend]);
-    let mut next = pool.checkout(&acme.tenant).await.expect("checkout");
+    let mut next = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     assert_eq!(pid(&mut next), backend, "from the idle list");
     next.release();
 }
@@ -521,7 +532,7 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     let beta = route(&config, "beta", "pool_reclaim", 3, 0);
     let pool = pools.get(&acme);
     let keeper = Keeper::new();
-    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let mut first = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     let backend = pid(&mut first);
     let kept = first.keep(&keeper, Instant::now()).expect("kept");
 
@@ -545,7 +556,7 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     // the waiter queued, whatever the test's own pace); kept again a moment later.
     let mut second = match second.keep(&keeper, before_queueing) {
         None => pool
-            .checkout(&beta.tenant)
+            .checkout(&beta.tenant, 0)
             .await
             .expect("from the idle list"),
         Some(_) => panic!("kept right after a checkout queued"),
@@ -563,8 +574,8 @@ async fn a_checkout_reclaims_kept_connections_instead_of_opening_one() {
     assert_eq!(pid(&mut third), backend);
 
     // Not kept once every slot is held: the next checkout would reclaim it at once.
-    let fourth = pool.checkout(&acme.tenant).await.expect("second slot");
-    let fifth = pool.checkout(&beta.tenant).await.expect("third slot");
+    let fourth = pool.checkout(&acme.tenant, 0).await.expect("second slot");
+    let fifth = pool.checkout(&beta.tenant, 0).await.expect("third slot");
     tokio::time::sleep(super::keep::KEEP_AFTER_QUEUE).await;
     assert!(third.keep(&keeper, Instant::now()).is_none(), "pool full");
     let p = &pools.pool_stats()[0];
@@ -583,7 +594,7 @@ async fn keepers_leave_the_kept_list_in_any_order() {
     // All three checked out first: a checkout while connections are kept would reclaim them.
     let mut checkouts = Vec::new();
     for _ in &keepers {
-        checkouts.push(pool.checkout(&acme.tenant).await.expect("checkout"));
+        checkouts.push(pool.checkout(&acme.tenant, 0).await.expect("checkout"));
     }
     let mut kept: Vec<_> = checkouts
         .into_iter()
@@ -615,8 +626,8 @@ async fn a_queued_checkout_reclaims_its_own_tenants_connection_first() {
     let acme = route(&config, "acme", "pool_own", 3, 0);
     let beta = route(&config, "beta", "pool_own", 3, 0);
     let pool = pools.get(&acme);
-    let mut a = pool.checkout(&acme.tenant).await.expect("checkout");
-    let mut b = pool.checkout(&beta.tenant).await.expect("checkout");
+    let mut a = pool.checkout(&acme.tenant, 0).await.expect("checkout");
+    let mut b = pool.checkout(&beta.tenant, 0).await.expect("checkout");
     let beta_backend = pid(&mut b);
     let (acme_keeper, beta_keeper) = (Keeper::new(), Keeper::new());
     let acme_backend = pid(&mut a);
@@ -643,7 +654,7 @@ async fn a_kept_connection_goes_and_comes_back_without_the_lock_until_a_checkout
     let acme = route(&config, "acme", "pool_listed", 2, 0);
     let pool = pools.get(&acme);
     let keeper = Keeper::new();
-    let mut first = pool.checkout(&acme.tenant).await.expect("checkout");
+    let mut first = pool.checkout(&acme.tenant, 0).await.expect("checkout");
     let backend = pid(&mut first);
     let counts = || {
         let p = &pools.pool_stats()[0];
@@ -661,7 +672,7 @@ async fn a_kept_connection_goes_and_comes_back_without_the_lock_until_a_checkout
     assert_eq!(pid(&mut resumed), backend);
 
     // In use, it is not free to reclaim: a checkout gets the free slot (a new connection).
-    let mut other = pool.checkout(&acme.tenant).await.expect("second slot");
+    let mut other = pool.checkout(&acme.tenant, 0).await.expect("second slot");
     assert_ne!(pid(&mut other), backend);
     // The pool is full: the next checkout queues, passes the connection in use over, and
     // its keeper gives it back when its transaction ends.
@@ -681,4 +692,112 @@ async fn a_kept_connection_goes_and_comes_back_without_the_lock_until_a_checkout
     third.release();
     other.release();
     assert_eq!(counts(), (0, 2, 0));
+}
+
+/// Runs `SELECT 1` on `checkout`'s connection, as a session's relay would: the reply is read
+/// through the connection's registration with the runtime this runs on.
+async fn select_one(checkout: &mut super::Checkout) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = &mut checkout.conn().stream;
+    let sql = b"SELECT 1\0";
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&(4 + sql.len() as u32).to_be_bytes());
+    query.extend_from_slice(sql);
+    stream.write_all(&query).await?;
+    let mut reply = Vec::new();
+    while !reply.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on a single-threaded runtime of a thread of its own (a lane), which ends with it.
+fn on_own_runtime<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    })
+    .join()
+    .expect("lane thread")
+}
+
+/// A connection opened on one lane and checked out on another is moved to the second lane's
+/// event loop: it keeps working after the first lane's runtime is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_moves_to_the_lane_of_its_next_checkout() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_lane_move", 1, 0);
+    let pool = pools.get(&acme);
+    let (p, t) = (pool.clone(), acme.tenant.clone());
+    let first = on_own_runtime(async move {
+        let mut c = p.checkout(&t, 1).await.expect("checkout on lane 1");
+        select_one(&mut c).await.expect("query on lane 1");
+        let backend = pid(&mut c);
+        c.release();
+        backend
+    });
+    // Lane 1's runtime is gone; lane 2 takes the connection over.
+    let (p, t) = (pool.clone(), acme.tenant.clone());
+    let second = on_own_runtime(async move {
+        let mut c = p.checkout(&t, 2).await.expect("checkout on lane 2");
+        let backend = pid(&mut c);
+        let answered = select_one(&mut c).await;
+        c.release();
+        (backend, answered)
+    });
+    assert_eq!(second.0, first, "the same server connection");
+    second
+        .1
+        .expect("the connection answers on the lane it moved to");
+}
+
+/// A released connection goes to a waiter of its own lane before an older waiter of another
+/// lane, if that one began waiting less than `LANE_MAX_SKIP` before; otherwise the oldest
+/// waiter is served first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_connection_goes_to_a_waiter_of_its_lane_if_it_came_soon_enough() {
+    let config = config("");
+    let pools = Pools::new(&config);
+    let acme = route(&config, "acme", "pool_lane_pick", 1, 0);
+    let pool = pools.get(&acme);
+    let waiting = || pools.pool_stats()[0].waiting;
+    let wait_at = |since: Instant, lane: usize| {
+        let (pool, tenant) = (pool.clone(), acme.tenant.clone());
+        tokio::spawn(async move { pool.checkout_at(&tenant, since, lane).await })
+    };
+    for (gap, lane_first) in [
+        (super::LANE_MAX_SKIP / 2, true),
+        (super::LANE_MAX_SKIP * 3, false),
+    ] {
+        // The connection is opened, and released, on lane 0.
+        let held = pool.checkout(&acme.tenant, 0).await.expect("checkout");
+        let since = Instant::now();
+        let other_lane = wait_at(since, 1);
+        eventually("the lane 1 waiter queues", || waiting() == 1).await;
+        let same_lane = wait_at(since + gap, 0);
+        eventually("the lane 0 waiter queues", || waiting() == 2).await;
+        held.release();
+        let (first, second) = if lane_first {
+            (same_lane, other_lane)
+        } else {
+            (other_lane, same_lane)
+        };
+        eventually("the first waiter is served", || first.is_finished()).await;
+        assert!(
+            !second.is_finished(),
+            "gap {gap:?}: one connection, one waiter served"
+        );
+        first.await.expect("join").expect("checkout").release();
+        second.await.expect("join").expect("checkout").release();
+    }
 }

@@ -1496,6 +1496,7 @@ where
         user,
         tenant,
         jwt_role,
+        lane,
         ..
     } = login;
     let mut snapshot = shared.snapshot();
@@ -1634,7 +1635,7 @@ where
                     Some(c) => Ok(c),
                     None => tokio::select! {
                         biased;
-                        r = pool.checkout_at(&route.tenant, waited) => r,
+                        r = pool.checkout_at(&route.tenant, waited, lane) => r,
                         () = control.stop_requested() => {
                             return stopped(&mut cw, &mut relay.cout, control).await;
                         }

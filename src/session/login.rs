@@ -41,6 +41,8 @@ pub(crate) struct LoggedIn {
     pub(crate) cancel: CancelHandle,
     /// The connection made at login to learn the server's parameters; kept in session mode.
     pub(crate) first: Option<Checkout>,
+    /// The lane (`crate::lanes`) the session runs on: its server connections are moved there.
+    pub(crate) lane: usize,
     pub(crate) _tenant_slot: TenantSlot,
 }
 
@@ -109,7 +111,7 @@ pub(crate) async fn login(
         .ok_or_else(|| LoginError::TenantFull(route.tenant.to_string()))?;
     let pool = ctx.shared.pools.get(&route);
     let first = if pool.params().is_none() {
-        Some(pool.checkout(&route.tenant).await?)
+        Some(pool.checkout(&route.tenant, ctx.lane).await?)
     } else {
         None
     };
@@ -146,6 +148,7 @@ pub(crate) async fn login(
         pool,
         cancel,
         first,
+        lane: ctx.lane,
         _tenant_slot: tenant_slot,
     })
 }

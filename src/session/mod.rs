@@ -26,6 +26,8 @@ use crate::tenant::TenantError;
 pub(crate) struct SessionCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) peer: SocketAddr,
+    /// The lane (`crate::lanes`) the session runs on.
+    pub(crate) lane: usize,
 }
 
 #[derive(Debug, Error)]
