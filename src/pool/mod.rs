@@ -300,15 +300,21 @@ fn affinity(
     let Some(head) = queue.next_key() else {
         return false;
     };
-    let head_waited = queue
-        .front(&**head)
-        .map_or(Duration::MAX, |w| now.duration_since(w.since));
-    passes.count < AFFINITY_PASSES
+    // Cheapest first: with one tenant waiting, its turn is the warm tenant's.
+    !same_tenant(head, warm)
+        && passes.count < AFFINITY_PASSES
         && (passes.count == 0 || now.duration_since(passes.first) < AFFINITY_PASS_TIME)
-        && head != warm
-        && head_waited < AFFINITY_MAX_WAIT
+        && queue
+            .front(&**head)
+            .is_some_and(|w| now.duration_since(w.since) < AFFINITY_MAX_WAIT)
         && queue.front(&**warm).is_some()
         && eligible(held, caps, warm)
+}
+
+/// The same tenant name: most often the same allocation (every session of a tenant shares its
+/// route's name), compared by address before by bytes.
+fn same_tenant(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 fn eligible(held: &FastMap<Arc<str>, usize>, caps: &FastMap<Arc<str>, usize>, t: &str) -> bool {
@@ -991,7 +997,8 @@ fn pick_idle(idle: &[Pooled], tenant: &str, lane: usize) -> Option<usize> {
     let mut own = None;
     let mut near = None;
     for (i, c) in idle.iter().enumerate().rev() {
-        let used_by_tenant = matches!(&c.conn().state, SessionState::UsedBy(t) if **t == *tenant);
+        let used_by_tenant =
+            matches!(&c.conn().state, SessionState::UsedBy(t) if same_tenant(t, tenant));
         match (used_by_tenant, c.lane == lane) {
             (true, true) => return Some(i),
             (true, false) => {
