@@ -29,9 +29,13 @@ async fn sessions_on_four_worker_threads_share_the_pools() {
     let db = unique("shared_lanes");
     create_shared_db(&db, &[("t0", "t0-row"), ("t1", "t1-row")]);
     let tenants = ["t0", "t1"].map(|t| tenant_toml(t, "shared", &db, "pool_size = 2"));
-    let toml = config_text(&tenants.concat()).replace(
-        "listen = \"127.0.0.1:0\"",
-        "listen = \"127.0.0.1:0\"\nworkers = 4",
+    let toml = format!(
+        "{}\n[users.ops]\npassword = \"{}\"\nadmin = true\n",
+        config_text(&tenants.concat()).replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nworkers = 4",
+        ),
+        verifier()
     );
     let before = lane_threads().len();
     let proxy = Arc::new(start_proxy(&toml).await);
@@ -54,6 +58,20 @@ async fn sessions_on_four_worker_threads_share_the_pools() {
     for r in join_all(tasks).await {
         r.expect("client task");
     }
+    // The pool's two connections served sessions of every lane: they moved between lanes'
+    // event loops (and answered there, above).
+    let (ok, pools, err) = psql(&proxy, "user=ops dbname=pgtenant", "SHOW POOLS");
+    assert!(ok, "{err}");
+    let row = pools
+        .lines()
+        .find(|l| l.starts_with(&format!("{db}|")))
+        .unwrap_or_else(|| panic!("the pool in SHOW POOLS: {pools}"));
+    let moves: u64 = row
+        .rsplit('|')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("lane_moves in {row}"));
+    assert!(moves > 0, "connections moved between lanes: {row}");
     // Four clients in a row, one on each lane: each cancels its own query, which runs on
     // whichever server connection it got.
     for i in 0..4 {

@@ -105,6 +105,7 @@ fn pools(shared: &Shared, config: &Config) -> Table {
         ("pool_size", Int8),
         ("queued", Int8),
         ("checkouts", Int8),
+        ("lane_moves", Int8),
     ]);
     let mut stats = shared.pools.pool_stats();
     stats.sort_by(|a, b| (&a.key.shard, &a.key.database).cmp(&(&b.key.shard, &b.key.database)));
@@ -125,6 +126,7 @@ fn pools(shared: &Shared, config: &Config) -> Table {
             s(p.size),
             s(p.waiting),
             s(p.checkouts),
+            s(p.lane_moves),
         ]);
     }
     t

@@ -3,10 +3,12 @@
 //! and health the pools of one shard share (`shard.rs`).
 //!
 //! Waiters are grouped per tenant and served round-robin (first come, first served within a
-//! tenant), so one tenant with many busy clients cannot make another tenant's client wait
-//! behind all of them. A slot that comes free is handed straight to the next waiter. A
-//! connection whose checkout is dropped without [`Checkout::release`] is closed, never handed
-//! on. Must not do client I/O or know about the relay's protocol state.
+//! tenant, except that a waiter on the lane of a released connection may go before older ones
+//! of other lanes, by at most [`LANE_MAX_SKIP`]), so one tenant with many busy clients cannot
+//! make another tenant's client wait behind all of them. A slot that comes free is handed
+//! straight to the next waiter. A connection whose checkout is dropped without
+//! [`Checkout::release`] is closed, never handed on. Must not do client I/O or know about the
+//! relay's protocol state.
 
 mod checkout;
 mod fair;
@@ -217,6 +219,8 @@ pub(crate) struct Pool {
     state: Mutex<State>,
     params: OnceLock<ServerParams>,
     checkouts: AtomicU64,
+    /// Checkouts that moved their connection to another lane's event loop.
+    lane_moves: AtomicU64,
     /// Checkouts that queued, ever: a session keeping its connection without the lock
     /// (`keep.rs`) looks whether it moved.
     queued: AtomicU64,
@@ -384,6 +388,7 @@ impl Pool {
             }),
             params: OnceLock::new(),
             checkouts: AtomicU64::new(0),
+            lane_moves: AtomicU64::new(0),
             queued: AtomicU64::new(0),
         }
     }
@@ -477,7 +482,7 @@ impl Pool {
         let conn = match slot {
             Slot::Idle(mut conn) => {
                 conn.entry.mark_active(tenant);
-                conn.move_to_lane(lane);
+                self.move_to_lane(&mut conn, lane);
                 conn
             }
             Slot::New => {
@@ -662,7 +667,7 @@ impl Pool {
         let budget = match grant {
             shard::Grant::Conn(mut conn) => {
                 conn.entry.mark_active(tenant);
-                conn.move_to_lane(lane);
+                self.move_to_lane(&mut conn, lane);
                 return Ok(conn);
             }
             shard::Grant::Budget(b) => b,
@@ -694,6 +699,14 @@ impl Pool {
                 self.shard.failed(&e, &self.key);
                 Err(e.into())
             }
+        }
+    }
+
+    /// Registers `conn` with `lane`'s event loop if it is on another's ([`Pooled::move_to_lane`]),
+    /// and counts the move.
+    fn move_to_lane(&self, conn: &mut Pooled, lane: usize) {
+        if conn.move_to_lane(lane) {
+            self.lane_moves.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -893,6 +906,7 @@ impl Pool {
             waiting: st.queue.len() + st.pending.len(),
             max_wait: oldest.map_or(Duration::ZERO, |t| now.duration_since(t)),
             checkouts: self.checkouts.load(Ordering::Relaxed),
+            lane_moves: self.lane_moves.load(Ordering::Relaxed),
         }
     }
 

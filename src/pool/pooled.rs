@@ -69,10 +69,10 @@ impl Pooled {
     /// `lane` that uses it is then woken by its own event loop, not by another thread's.
     /// Done with a duplicate of the descriptor, so that if any step fails the connection
     /// stays as it was (registered elsewhere, which works, at the cost of a wake-up across
-    /// threads per readiness event).
-    pub(super) fn move_to_lane(&mut self, lane: usize) {
+    /// threads per readiness event). True if it moved.
+    pub(super) fn move_to_lane(&mut self, lane: usize) -> bool {
         if self.lane == lane {
-            return;
+            return false;
         }
         let stream = &mut self.conn_mut().stream;
         let moved = std::os::fd::AsFd::as_fd(stream)
@@ -84,8 +84,12 @@ impl Pooled {
                 // and closes its descriptor; the socket stays open through the duplicate.
                 drop(std::mem::replace(stream, new));
                 self.lane = lane;
+                true
             }
-            Err(e) => tracing::debug!(error = %e, "server connection kept on its lane"),
+            Err(e) => {
+                tracing::debug!(error = %e, "server connection kept on its lane");
+                false
+            }
         }
     }
 

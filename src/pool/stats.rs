@@ -30,6 +30,8 @@ pub(crate) struct PoolStats {
     pub(crate) max_wait: Duration,
     /// Checkouts since the pool was created.
     pub(crate) checkouts: u64,
+    /// Checkouts that moved their connection to their session's lane (`crate::lanes`).
+    pub(crate) lane_moves: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
