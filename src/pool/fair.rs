@@ -93,16 +93,17 @@ impl<K: Hash + Eq + Clone, W> FairQueue<K, W> {
     /// end if more remain.
     fn take_chosen(&mut self, key: &K, mut choose: impl FnMut(&W, &W) -> Choice) -> Option<W> {
         let q = self.queues.get_mut(key)?;
-        let front = q.front()?;
         let mut at = 0;
-        for (i, w) in q.iter().enumerate() {
-            match choose(front, w) {
-                Choice::Take => {
-                    at = i;
-                    break;
+        if let Some(front) = q.front() {
+            for (i, w) in q.iter().enumerate() {
+                match choose(front, w) {
+                    Choice::Take => {
+                        at = i;
+                        break;
+                    }
+                    Choice::Skip => {}
+                    Choice::Stop => break,
                 }
-                Choice::Skip => {}
-                Choice::Stop => break,
             }
         }
         let w = q.remove(at);
