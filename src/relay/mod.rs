@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod buffer;
 mod cancelled;
 mod deallocate;
 mod expect;
@@ -24,6 +25,7 @@ mod prepared;
 pub(crate) mod stale;
 mod taint;
 
+use buffer::{BUF_CAPACITY, rewind};
 use expect::{Expect, Expected};
 use prepared::{Prepared, Statements, cstr};
 use stale::StalePlans;
@@ -234,10 +236,10 @@ impl Relay {
     ) -> Self {
         let track_context = route.setup_sql.is_some();
         Relay {
-            cin: BytesMut::with_capacity(16 * 1024),
-            cout: BytesMut::with_capacity(16 * 1024),
-            sin: BytesMut::with_capacity(16 * 1024),
-            sout: BytesMut::with_capacity(16 * 1024),
+            cin: BytesMut::with_capacity(BUF_CAPACITY),
+            cout: BytesMut::with_capacity(BUF_CAPACITY),
+            sin: BytesMut::with_capacity(BUF_CAPACITY),
+            sout: BytesMut::with_capacity(BUF_CAPACITY),
             c_rem: 0,
             s_rem: 0,
             s_hide: false,
@@ -997,6 +999,7 @@ impl Relay {
             self.c_drop = !forward;
         }
         self.drain_fakes();
+        rewind(&mut self.cin);
         Ok(())
     }
 
@@ -1142,6 +1145,7 @@ impl Relay {
         };
         self.forward_span(&mut from, pos);
         self.sin.advance(pos);
+        rewind(&mut self.sin);
         result
     }
 
@@ -1201,6 +1205,7 @@ impl Relay {
             Ok(0) => Err(Pump::ServerLost("server closed the connection".into())),
             Ok(n) => {
                 self.sout.advance(n);
+                rewind(&mut self.sout);
                 Ok(())
             }
             Err(e) => Err(Pump::ServerLost(e.to_string())),
@@ -1213,6 +1218,7 @@ impl Relay {
             Ok(0) => Err(Pump::ClientGone { clean: false }),
             Ok(n) => {
                 self.cout.advance(n);
+                rewind(&mut self.cout);
                 self.tally.bytes_sent += n as u64;
                 Ok(())
             }
