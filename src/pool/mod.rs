@@ -856,7 +856,7 @@ impl Pool {
         if st.idle.is_empty() {
             return None;
         }
-        self.take_idle(&mut st, "", usize::MAX, Instant::now(), &settings)
+        self.take_idle(&mut st, "", ANY_LANE, Instant::now(), &settings)
     }
 
     /// The least recently used idle connection, for another pool of the shard.
@@ -1088,6 +1088,9 @@ const AFFINITY_MAX_WAIT: Duration = Duration::from_millis(50);
 /// lane short of connections gets them from the others once its waiters wait this much
 /// longer.
 const LANE_MAX_SKIP: Duration = Duration::from_millis(10);
+
+/// No lane's connections first: a lane number no connection has.
+const ANY_LANE: usize = usize::MAX;
 
 /// How long the reaper sleeps between passes.
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(1);
