@@ -35,6 +35,16 @@ pub(crate) enum Lane<'a> {
     Other { index: usize, handle: &'a Handle },
 }
 
+impl Lane<'_> {
+    /// Its number: 0 for the proxy's own runtime.
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            Lane::Own => 0,
+            Lane::Other { index, .. } => *index,
+        }
+    }
+}
+
 impl Lanes {
     /// Starts `more` threads with a single-threaded runtime each.
     pub(crate) fn start(more: usize) -> std::io::Result<Lanes> {

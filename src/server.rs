@@ -518,10 +518,7 @@ async fn accept_loop(
         let ctx = SessionCtx {
             shared: shared.clone(),
             peer,
-            lane: match lane {
-                Lane::Own => 0,
-                Lane::Other { index, .. } => index,
-            },
+            lane: lane.index(),
         };
         match lane {
             Lane::Own => {
