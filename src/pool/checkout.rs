@@ -1,7 +1,12 @@
 //! A checked-out server connection. Dropping it without [`Checkout::release`] closes the
 //! connection (a connection in an unknown state is never handed on) and gives its slot to the
 //! next waiter.
+//!
+//! Its parts live in one allocation: a checkout moves from the pool to the session, into the
+//! kept state between transactions and back on every transaction, and a pointer moves in
+//! one register where the parts would be copied (about two hundred bytes) at each step.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +15,10 @@ use super::keep::Listed;
 use super::pooled::Pooled;
 use crate::backend::conn::ServerConn;
 
-pub(crate) struct Checkout {
+pub(crate) struct Checkout(Box<Parts>);
+
+/// What a [`Checkout`] holds; its fields are the pool's alone.
+pub(crate) struct Parts {
     pub(super) pool: Arc<Pool>,
     pub(super) tenant: Arc<str>,
     /// `None` only once released.
@@ -28,13 +36,13 @@ impl Checkout {
         conn: Pooled,
         granted_at: Instant,
     ) -> Self {
-        Self {
+        Self(Box::new(Parts {
             pool,
             tenant,
             conn: Some(conn),
             granted_at,
             listed: None,
-        }
+        }))
     }
 
     /// When the connection was handed over: the time the checkout began unless it had to
@@ -77,6 +85,20 @@ impl Checkout {
         if let Some(listed) = self.listed.take() {
             self.pool.unkeep(listed.keeper());
         }
+    }
+}
+
+impl Deref for Checkout {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+impl DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut Parts {
+        &mut self.0
     }
 }
 

@@ -170,8 +170,10 @@ impl Checkout {
     /// if `ticket` still holds and the connection is fit to keep. False: the session takes it
     /// off the list and keeps or releases it the locked way.
     fn keep_listed(&mut self, keeper: &Keeper, ticket: &Ticket, last_used: Instant) -> bool {
-        let pool = &self.pool;
-        let Some(conn) = self.conn.as_mut() else {
+        // The parts themselves: borrowed apart, not each through the box.
+        let parts = &mut **self;
+        let pool = &parts.pool;
+        let Some(conn) = parts.conn.as_mut() else {
             return false;
         };
         if pool.common.version.load(Ordering::Acquire) != ticket.version
