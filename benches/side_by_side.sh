@@ -647,7 +647,7 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
     echo "Command: \`$CMDLINE\`  "
     echo "Each run: \`pgbench --no-vacuum ${SCRIPT_ARGS[*]:+${SCRIPT_ARGS[*]} }-M <protocol> -c <clients> -j $THREADS -T $DURATION\` (scale $SCALE); PgBouncer and pgtenant in transaction mode (pgbouncer-session: PgBouncer in session mode) with $POOL server connections; targets interleaved within each repetition, in reverse order every other repetition.  "
     echo "Ratios: of the medians, and in brackets the median of the per-repetition ratios.  "
-    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC."
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), everything on one host over loopback; PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}'), pgtenant $PGTENANT_DESC; kernel $(uname -r), sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo n/a)."
     echo
     header="| protocol | clients |"; sep="|---|---:|"
     for t in $TARGETS; do header+=" $t |"; sep+="---:|"; done
