@@ -38,6 +38,8 @@ CACHE=${CACHE:-"--D1=49152,12,64 --I1=65536,8,64 --LL=2097152,16,64"}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/pgtenant-config.sh
+source "$REPO/benches/pgtenant-config.sh"
 PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -101,28 +103,8 @@ pool_mode = transaction
 default_pool_size = 20
 logfile = $TMP/pgbouncer.log
 EOF
-cat >"$TMP/pgtenant.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PGT_PORT"
-workers = $WORKERS
-[pool]
-mode = "transaction"
-default_pool_size = 20
-[tenancy]
-resolve = ["user", "database"]
-[shards.main]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "pgtenant"
-password = "bench"
-[users.pgtenant]
-password = "$(printf bench | "$PGTENANT_BIN" hash-password | tail -1)"
-tenants = ["*"]
-[tenants.bench]
-placement = "database"
-shard = "main"
-database = "erp_bench"
-EOF
+pgtenant_config "$PGTENANT_BIN" "$PGT_PORT" "$PG_PORT" 20 "$WORKERS" >"$TMP/pgtenant.toml" \
+    || die "no pgtenant configuration"
 [[ $EUID -ne 0 ]] || chown postgres "$TMP"/*.txt "$TMP"/*.ini
 
 port_of() { case $1 in pgbouncer) echo "$PGB_PORT" ;; pgtenant) echo "$PGT_PORT" ;; esac; }

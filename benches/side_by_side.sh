@@ -77,6 +77,8 @@ PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/pgtenant-config.sh
+source "$REPO/benches/pgtenant-config.sh"
 PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
 RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 STAMP=$(date +%Y-%m-%d-%H%M%S)
@@ -271,44 +273,8 @@ if [[ " $TARGETS " == *" pgbouncer-session "* ]]; then
 fi
 
 # ---------------------------------------------------------------- pgtenant
-VERIFIER=$(printf bench | "$PGTENANT_BIN" hash-password 2>/dev/null | tail -1)
-[[ $VERIFIER == SCRAM-SHA-256\$* ]] || die "pgtenant hash-password printed no verifier (got '$VERIFIER')"
-cat >"$TMP/pgtenant.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PGT_PORT"
-max_client_conn = 5000
-shutdown_timeout = 1
-workers = ${PGTENANT_WORKERS:-0}
-# Its own metrics port: a pgtenant already running on the default 9930 must not stop the run.
-metrics_addr = "127.0.0.1:0"
-
-[pool]
-mode = "transaction"
-default_pool_size = $POOL
-
-[tenancy]
-resolve = ["user", "database"]
-
-[shards.main]
-host = "127.0.0.1"
-port = $PGPORT
-user = "pgtenant"
-password = "bench"
-
-[users.pgtenant]
-password = "$VERIFIER"
-tenants = ["*"]
-
-[tenants.bench]
-placement = "database"
-shard = "main"
-database = "erp_bench"
-
-[tenants.benchs]
-placement = "shared"
-shard = "main"
-database = "erp_bench"
-EOF
+pgtenant_config "$PGTENANT_BIN" "$PGT_PORT" "$PGPORT" "$POOL" "${PGTENANT_WORKERS:-0}" >"$TMP/pgtenant.toml" \
+    || die "no pgtenant configuration"
 # pgtenant-shared-mix: MIX_TENANTS tenants in shared placement on one pool, interleaving.
 for ((i = 1; i <= MIX_TENANTS; i++)); do
     printf '\n[tenants.mix%d]\nplacement = "shared"\nshard = "main"\ndatabase = "erp_bench"\n' "$i" >>"$TMP/pgtenant.toml"

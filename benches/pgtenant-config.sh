@@ -1,0 +1,52 @@
+# shellcheck shell=bash
+# Sourced by the bench scripts: the configuration they run pgtenant with.
+
+# pgtenant_config BIN LISTEN_PORT PG_PORT POOL WORKERS: prints a pgtenant configuration for a
+# bench cluster on 127.0.0.1:PG_PORT (role `pgtenant`, password `bench`, database `erp_bench`):
+# transaction mode, POOL server connections, WORKERS lanes; client user `pgtenant` (password
+# `bench`, hashed with BIN) may name tenant `bench` (database placement) or `benchs` (shared
+# placement). Fails if BIN prints no SCRAM verifier.
+pgtenant_config() {
+    local bin=$1 port=$2 pg_port=$3 pool=$4 workers=$5 verifier
+    verifier=$(printf bench | "$bin" hash-password 2>/dev/null | tail -1)
+    if [[ $verifier != SCRAM-SHA-256\$* ]]; then
+        echo "pgtenant hash-password printed no verifier (got '$verifier')" >&2
+        return 1
+    fi
+    cat <<CONFIG
+[server]
+listen = "127.0.0.1:$port"
+max_client_conn = 5000
+shutdown_timeout = 1
+workers = $workers
+# Its own metrics port: a pgtenant already running on the default 9930 must not stop the run.
+metrics_addr = "127.0.0.1:0"
+
+[pool]
+mode = "transaction"
+default_pool_size = $pool
+
+[tenancy]
+resolve = ["user", "database"]
+
+[shards.main]
+host = "127.0.0.1"
+port = $pg_port
+user = "pgtenant"
+password = "bench"
+
+[users.pgtenant]
+password = "$verifier"
+tenants = ["*"]
+
+[tenants.bench]
+placement = "database"
+shard = "main"
+database = "erp_bench"
+
+[tenants.benchs]
+placement = "shared"
+shard = "main"
+database = "erp_bench"
+CONFIG
+}
