@@ -38,8 +38,8 @@ CACHE=${CACHE:-"--D1=49152,12,64 --I1=65536,8,64 --LL=2097152,16,64"}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=benches/pgtenant-config.sh
-source "$REPO/benches/pgtenant-config.sh"
+# shellcheck source=benches/configs.sh
+source "$REPO/benches/configs.sh"
 PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -88,21 +88,8 @@ psql -X -q -h "$TMP" -p "$PG_PORT" -U postgres -d postgres \
     -c "CREATE ROLE pgtenant LOGIN PASSWORD 'bench'" -c "CREATE DATABASE erp_bench OWNER pgtenant"
 PGPASSWORD=bench pgbench -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U pgtenant erp_bench >"$TMP/init.log" 2>&1
 
-# PgBouncer (transaction mode) as its own user: it refuses to run as root.
-echo '"pgtenant" "bench"' >"$TMP/userlist.txt"
-cat >"$TMP/pgbouncer.ini" <<EOF
-[databases]
-erp_bench = host=127.0.0.1 port=$PG_PORT dbname=erp_bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $TMP/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-logfile = $TMP/pgbouncer.log
-EOF
+# PgBouncer runs as `postgres` (it refuses to run as root): its files are handed over below.
+pgbouncer_config "$TMP" "$PGB_PORT" "$PG_PORT" 20
 pgtenant_config "$PGTENANT_BIN" "$PGT_PORT" "$PG_PORT" 20 "$WORKERS" >"$TMP/pgtenant.toml" \
     || die "no pgtenant configuration"
 [[ $EUID -ne 0 ]] || chown postgres "$TMP"/*.txt "$TMP"/*.ini

@@ -77,8 +77,8 @@ PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=benches/pgtenant-config.sh
-source "$REPO/benches/pgtenant-config.sh"
+# shellcheck source=benches/configs.sh
+source "$REPO/benches/configs.sh"
 PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
 RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 STAMP=$(date +%Y-%m-%d-%H%M%S)
@@ -231,25 +231,7 @@ PGPASSWORD=bench pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U pgtenant
 psql -X -q -h "$TMP" -p "$PGPORT" -U postgres -d erp_bench -c "VACUUM ANALYZE" >/dev/null
 
 # ---------------------------------------------------------------- PgBouncer
-cat >"$TMP/userlist.txt" <<'EOF'
-"pgtenant" "bench"
-EOF
-cat >"$TMP/pgbouncer.ini" <<EOF
-[databases]
-erp_bench = host=127.0.0.1 port=$PGPORT dbname=erp_bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir = $TMP
-auth_type = scram-sha-256
-auth_file = $TMP/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = 1000
-logfile = $TMP/pgbouncer.log
-pidfile = $TMP/pgbouncer.pid
-EOF
+pgbouncer_config "$TMP" "$PGB_PORT" "$PGPORT" "$POOL"
 [[ $EUID -eq 0 ]] && chown postgres:postgres "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
 log "PgBouncer $("$PGBOUNCER" --version | head -1 | awk '{print $2}') on 127.0.0.1:$PGB_PORT"
 # runuser's PAM session resets the soft open-file limit (to 1024): raise it again.

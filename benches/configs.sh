@@ -1,8 +1,32 @@
 # shellcheck shell=bash
-# Sourced by the bench scripts: the configuration they run pgtenant with.
+# Sourced by the bench scripts: the configurations they run PgBouncer and pgtenant with, in
+# front of a bench cluster on 127.0.0.1 (role `pgtenant`, password `bench`, database
+# `erp_bench`).
 
-# pgtenant_config BIN LISTEN_PORT PG_PORT POOL WORKERS: prints a pgtenant configuration for a
-# bench cluster on 127.0.0.1:PG_PORT (role `pgtenant`, password `bench`, database `erp_bench`):
+# pgbouncer_config DIR LISTEN_PORT PG_PORT POOL: writes DIR/pgbouncer.ini (transaction mode,
+# POOL server connections, SCRAM, log and pidfile in DIR) and DIR/userlist.txt.
+pgbouncer_config() {
+    local dir=$1 port=$2 pg_port=$3 pool=$4
+    echo '"pgtenant" "bench"' >"$dir/userlist.txt"
+    cat >"$dir/pgbouncer.ini" <<CONFIG
+[databases]
+erp_bench = host=127.0.0.1 port=$pg_port dbname=erp_bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir = $dir
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool
+max_client_conn = 1000
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+CONFIG
+}
+
+# pgtenant_config BIN LISTEN_PORT PG_PORT POOL WORKERS: prints a pgtenant configuration:
 # transaction mode, POOL server connections, WORKERS lanes; client user `pgtenant` (password
 # `bench`, hashed with BIN) may name tenant `bench` (database placement) or `benchs` (shared
 # placement). Fails if BIN prints no SCRAM verifier.
