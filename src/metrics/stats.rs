@@ -21,7 +21,11 @@ pub(crate) struct StatsKey {
 
 /// What a session counted since it last added to its [`TenantStats`]; also what
 /// [`TenantStats::totals`] returns.
+///
+/// `repr(C)`: in the order written, so that what a transaction adds to (the counts, `touched`,
+/// the low buckets of the duration histogram) shares two cache lines.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub(crate) struct Tally {
     pub(crate) transactions: u64,
     pub(crate) queries: u64,
@@ -37,14 +41,14 @@ pub(crate) struct Tally {
     pub(crate) xact_micros: u64,
     /// Microseconds spent waiting for a server connection.
     pub(crate) wait_micros: u64,
-    /// Waits for a server connection by [`WAIT_BOUNDS`] bucket (the last: beyond them all).
-    pub(crate) wait_buckets: [u64; WAIT_BUCKETS],
-    /// Transactions by [`DURATION_BOUNDS`] bucket (the last: beyond them all).
-    pub(crate) duration_buckets: [u64; DURATION_BUCKETS],
     /// Which buckets may be non-zero: bit `k` for `wait_buckets[k]`, bit
     /// [`DURATION_BIT`]` + k` for `duration_buckets[k]`. [`TenantStats::add`] visits only
     /// these instead of every bucket of both histograms.
     touched: u32,
+    /// Transactions by [`DURATION_BOUNDS`] bucket (the last: beyond them all).
+    pub(crate) duration_buckets: [u64; DURATION_BUCKETS],
+    /// Waits for a server connection by [`WAIT_BOUNDS`] bucket (the last: beyond them all).
+    pub(crate) wait_buckets: [u64; WAIT_BUCKETS],
 }
 
 /// The bit of `duration_buckets[0]` in [`Tally::touched`].

@@ -120,6 +120,12 @@ enum Pump {
 }
 
 /// Buffers and protocol state of one client session.
+///
+/// `repr(C)`: the fields stay in the order written, those every transaction uses first, so
+/// that a transaction touches a few cache lines of it rather than most of its 16. With the
+/// state of every busy session cycling through the CPU caches, each line a transaction need
+/// not touch is a miss saved, for the proxy and for the PostgreSQL backends beside it.
+#[repr(C)]
 struct Relay {
     /// Client bytes read but not yet scanned.
     cin: BytesMut,
@@ -133,45 +139,8 @@ struct Relay {
     c_rem: usize,
     /// Body bytes of the current server message still to pass through (or drop, if hidden).
     s_rem: usize,
-    /// The current server message is a reply to pgtenant's own request.
-    s_hide: bool,
-    /// The client was sent the server's FATAL (or PANIC) error: the server ends the session
-    /// and has said why, so pgtenant adds no error of its own when the connection closes.
-    server_said_fatal: bool,
     /// Replies the server still owes, in order.
     expected: Expected,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    /// Transaction status from the last ReadyForQuery.
-    status: u8,
-    /// The client's named prepared statements.
-    statements: Statements,
-    /// The client sent Terminate or closed.
-    client_gone: bool,
-    /// The client's last unnamed Parse may change settings.
-    unnamed_taints: bool,
-    /// The client's last unnamed Parse may drop prepared statements.
-    unnamed_drops: bool,
-    /// The route has a setup statement whose effect must be tracked (schema, shared).
-    track_context: bool,
-    /// Scratch list for statements whose Parse was skipped after an error.
-    dropped: Vec<Box<str>>,
-    /// Shared placement: the statement guard, and the tenant setup statement to send again
-    /// when a client reset it.
-    guard: Option<Guard>,
-    setup: Option<Arc<str>>,
-    signing: Option<Signing>,
-    /// The guard's verdict on the client's last unnamed Parse that reached the server.
-    unnamed_verdict: Option<Arc<Verdict>>,
-    /// This client Parsed the unnamed statement during the current attachment (otherwise
-    /// the server's unnamed statement, if any, is someone else's).
-    unnamed_here: bool,
-    /// The rest of the current client message is dropped, not forwarded (refused).
-    c_drop: bool,
-    /// Counted since the last flush into the tenant's statistics.
-    tally: Tally,
-    /// Statements the guard refused since the last flush.
-    refused: u64,
     /// When the running transaction's first client message was seen (for a message that
     /// waited for a server connection: when the connection was granted).
     xact_start: Option<Instant>,
@@ -180,15 +149,10 @@ struct Relay {
     ended_at: Option<Instant>,
     /// The tenant's statistics (transaction durations are recorded as they end).
     stats: Arc<TenantStats>,
-    /// Whole-session totals (for the disconnect log line).
-    totals: Totals,
-    /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
-    idle_timeout: Duration,
-    idle_xact_timeout: Duration,
-    /// `pool.max_prepared_statements` (zero: no limit).
-    max_prepared: usize,
-    /// The client's session parameters, put in force on each server connection it uses.
-    params: params::SessionParams,
+    /// Statements whose plan went stale on some server connection.
+    stale_plans: Arc<StalePlans>,
+    /// Scratch list for statements whose Parse was skipped after an error.
+    dropped: Vec<Box<str>>,
     /// The `params_key` of a server connection that carries this client's settings as the
     /// client left them: `params.key`, or a key of this session's own once the client changed
     /// a reported setting (so that its next transaction on that connection keeps the change,
@@ -196,14 +160,57 @@ struct Relay {
     params_in_force: u64,
     /// Which lane of the tenant's statistics this session adds to.
     lane: usize,
-    /// The pool is in transaction mode (`LISTEN` is refused).
-    transaction_mode: bool,
-    /// Statements whose plan went stale on some server connection.
-    stale_plans: Arc<StalePlans>,
+    /// Statements the guard refused since the last flush.
+    refused: u64,
     /// A request cancelled while it waited for a server connection, still being dropped.
     skip: Option<cancelled::Skip>,
+    /// Shared placement: the statement guard, and the tenant setup statement to send again
+    /// when a client reset it.
+    guard: Option<Guard>,
+    setup: Option<Arc<str>>,
     /// The last Parse scanned, and what the scans found.
     last_parse: taint::LastParse,
+    /// Whole-session totals (for the disconnect log line).
+    totals: Totals,
+    /// Counted since the last flush into the tenant's statistics.
+    tally: Tally,
+    /// Transaction status from the last ReadyForQuery.
+    status: u8,
+    /// The current server message is a reply to pgtenant's own request.
+    s_hide: bool,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// The client sent Terminate or closed.
+    client_gone: bool,
+    /// The rest of the current client message is dropped, not forwarded (refused).
+    c_drop: bool,
+    /// This client Parsed the unnamed statement during the current attachment (otherwise
+    /// the server's unnamed statement, if any, is someone else's).
+    unnamed_here: bool,
+    /// The client's last unnamed Parse may change settings.
+    unnamed_taints: bool,
+    /// The client's last unnamed Parse may drop prepared statements.
+    unnamed_drops: bool,
+    /// The route has a setup statement whose effect must be tracked (schema, shared).
+    track_context: bool,
+    /// The pool is in transaction mode (`LISTEN` is refused).
+    transaction_mode: bool,
+    /// The client was sent the server's FATAL (or PANIC) error: the server ends the session
+    /// and has said why, so pgtenant adds no error of its own when the connection closes.
+    server_said_fatal: bool,
+    // Less used from here on.
+    /// The client's named prepared statements.
+    statements: Statements,
+    /// The guard's verdict on the client's last unnamed Parse that reached the server.
+    unnamed_verdict: Option<Arc<Verdict>>,
+    /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
+    idle_timeout: Duration,
+    idle_xact_timeout: Duration,
+    /// The client's session parameters, put in force on each server connection it uses.
+    params: params::SessionParams,
+    /// `pool.max_prepared_statements` (zero: no limit).
+    max_prepared: usize,
+    signing: Option<Signing>,
 }
 
 /// A statement the server is sure to reject (syntax error): sent in place of a refused one so
