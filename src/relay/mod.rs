@@ -172,8 +172,11 @@ struct Relay {
     last_parse: taint::LastParse,
     /// Whole-session totals (for the disconnect log line).
     totals: Totals,
-    /// Counted since the last flush into the tenant's statistics.
-    tally: Tally,
+    /// The guard's verdict on the client's last unnamed Parse that reached the server.
+    unnamed_verdict: Option<Arc<Verdict>>,
+    /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
+    idle_timeout: Duration,
+    idle_xact_timeout: Duration,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
     /// The current server message is a reply to pgtenant's own request.
@@ -198,14 +201,12 @@ struct Relay {
     /// The client was sent the server's FATAL (or PANIC) error: the server ends the session
     /// and has said why, so pgtenant adds no error of its own when the connection closes.
     server_said_fatal: bool,
+    // Last of what every transaction uses: what it adds to its first lines (see `Tally`).
+    /// Counted since the last flush into the tenant's statistics.
+    tally: Tally,
     // Less used from here on.
     /// The client's named prepared statements.
     statements: Statements,
-    /// The guard's verdict on the client's last unnamed Parse that reached the server.
-    unnamed_verdict: Option<Arc<Verdict>>,
-    /// `client_idle_timeout` and `idle_transaction_timeout` (zero: off).
-    idle_timeout: Duration,
-    idle_xact_timeout: Duration,
     /// The client's session parameters, put in force on each server connection it uses.
     params: params::SessionParams,
     /// `pool.max_prepared_statements` (zero: no limit).
