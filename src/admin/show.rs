@@ -2,6 +2,7 @@
 //! the concept is the same.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::command::{COMMANDS, Show};
@@ -266,7 +267,7 @@ type Placed = (
 
 fn placed(config: &Config, name: &str, context: &str, rule: &crate::config::Rule) -> Placed {
     let tenant = directory::Tenant {
-        name: name.to_owned(),
+        name: Arc::from(name),
         context: context.to_owned(),
         rule,
     };

@@ -97,7 +97,7 @@ pub(crate) fn plan(config: &Config) -> Plan {
                 schema_roles
                     .entry((shard.name.clone(), database, role))
                     .or_default()
-                    .insert(t.name.clone());
+                    .insert(t.name.to_string());
             }
             PlacementKind::Shared => {
                 if has(&t.rule.database, "{user}") {
@@ -111,7 +111,7 @@ pub(crate) fn plan(config: &Config) -> Plan {
                 let target = targets
                     .entry((shard.name.clone(), database.clone()))
                     .or_insert_with(|| new_target(&shard, database));
-                target.tenants.insert(t.name.clone());
+                target.tenants.insert(t.name.to_string());
                 match role {
                     Some(r) => {
                         target.roles.insert(r);

@@ -187,7 +187,9 @@ pub(crate) struct Rule {
 /// A tenant listed in the directory.
 #[derive(Debug, Clone)]
 pub(crate) struct TenantEntry {
-    pub(crate) name: String,
+    /// One allocation for all of the tenant's sessions: comparing two sessions' names is
+    /// then a pointer comparison, and their routes share the name's cache line.
+    pub(crate) name: Arc<str>,
     pub(crate) context: String,
     pub(crate) status: TenantStatus,
     pub(crate) rule: Rule,

@@ -546,7 +546,7 @@ fn tenants(
         out.insert(
             name.clone(),
             TenantEntry {
-                name,
+                name: Arc::from(name),
                 context,
                 status,
                 rule,

@@ -426,7 +426,7 @@ impl Relay {
         }
         let foreign = match &conn.state {
             SessionState::Clean => false,
-            SessionState::UsedBy(t) => **t != *route.tenant,
+            SessionState::UsedBy(t) => !Arc::ptr_eq(t, &route.tenant) && **t != *route.tenant,
         };
         // Guarded sessions say what they left behind; others may have left anything.
         if conn.needs_reset || (foreign && conn.dirty_session) {

@@ -87,7 +87,7 @@ pub(crate) fn route(config: &Config, tenant: &Tenant<'_>, user: &str) -> Option<
         _ => None,
     };
     Some(Route {
-        tenant: Arc::from(tenant.name.as_str()),
+        tenant: tenant.name.clone(),
         key: PoolKey {
             shard: shard.name.clone(),
             database,

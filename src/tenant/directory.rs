@@ -1,6 +1,8 @@
 //! The tenant directory: listed tenants from config, and the rule for unlisted ones.
 //! A seam for a catalog database later (DESIGN §9): callers only see [`lookup`].
 
+use std::sync::Arc;
+
 use super::TenantError;
 use super::name::valid_tenant_name;
 use crate::config::{Config, Rule, TenantStatus};
@@ -8,7 +10,7 @@ use crate::config::{Config, Rule, TenantStatus};
 /// A known, active tenant and how to place it.
 #[derive(Debug, Clone)]
 pub(crate) struct Tenant<'a> {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) context: String,
     pub(crate) rule: &'a Rule,
 }
@@ -17,7 +19,7 @@ pub(crate) struct Tenant<'a> {
 pub(crate) fn lookup<'a>(config: &'a Config, name: &str) -> Result<Tenant<'a>, TenantError> {
     if let Some(entry) = config.tenants.get(name) {
         if entry.status == TenantStatus::Suspended {
-            return Err(TenantError::Suspended(entry.name.clone()));
+            return Err(TenantError::Suspended(entry.name.to_string()));
         }
         return Ok(Tenant {
             name: entry.name.clone(),
@@ -27,7 +29,7 @@ pub(crate) fn lookup<'a>(config: &'a Config, name: &str) -> Result<Tenant<'a>, T
     }
     match &config.tenancy.unlisted {
         Some(rule) if valid_tenant_name(name) => Ok(Tenant {
-            name: name.to_owned(),
+            name: Arc::from(name),
             context: name.to_owned(),
             rule,
         }),
