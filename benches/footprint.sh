@@ -9,7 +9,9 @@
 #     their difference over the difference of their transactions leaves the logins out.
 #  2. Exact CPU per transaction (`se.sum_exec_runtime` of every thread, from
 #     /proc/PID/task/TID/sched; /proc/PID/stat counts whole ticks) of the proxy, of
-#     PostgreSQL's backends and of pgbench, over runs that alternate between the two proxies.
+#     PostgreSQL's backends and of pgbench, and their context switches per transaction
+#     (voluntary: went to sleep; involuntary: preempted), over runs that alternate between the
+#     two proxies.
 #
 # Everything runs on loopback in a throwaway directory that is removed on exit.
 #
@@ -143,13 +145,15 @@ for t in pgbouncer pgtenant; do
 done
 
 # ------------------------------------------------------------ 2. exact CPU
-runtime_ns() { # pid... -> summed se.sum_exec_runtime of their threads, in ns
+sched_totals() { # pid... -> "ns voluntary involuntary": se.sum_exec_runtime (in ns) and the
+    # context switches of their threads, summed
     local p
     for p in "$@"; do cat /proc/"$p"/task/*/sched 2>/dev/null || true; done |
-        awk '/^se.sum_exec_runtime/ {s += $3} END {printf "%.0f", s * 1e6}'
+        awk '/^se.sum_exec_runtime/ {s += $3} /^nr_voluntary_switches/ {v += $3}
+             /^nr_involuntary_switches/ {i += $3} END {printf "%.0f %d %d", s * 1e6, v, i}'
 }
 backends() { pgrep -u postgres -f "postgres: pgtenant erp_bench" || true; }
-declare -A CPU_PROXY CPU_PG CPU_BENCH TPS
+declare -A CPU_PROXY CPU_PG CPU_BENCH VOL_PROXY VOL_PG VOL_BENCH INVOL_PROXY INVOL_PG INVOL_BENCH TPS
 for t in pgbouncer pgtenant; do PIDS+=("$(start "$t")"); done
 declare -A PROXY=([pgbouncer]=${PIDS[-2]} [pgtenant]=${PIDS[-1]})
 window=$((SECONDS_PER_RUN - 4))
@@ -160,13 +164,20 @@ for ((r = 1; r <= RUNS; r++)); do
         sleep 2
         mapfile -t be < <(backends)
         pb=$(pgrep -P "$bp" -x pgbench || echo "$bp") # the function's subshell runs pgbench
-        a0=$(runtime_ns "${PROXY[$t]}"); b0=$(runtime_ns "${be[@]}"); c0=$(runtime_ns "$pb")
+        a0=$(sched_totals "${PROXY[$t]}"); b0=$(sched_totals "${be[@]}"); c0=$(sched_totals "$pb")
         sleep "$window"
-        a1=$(runtime_ns "${PROXY[$t]}"); b1=$(runtime_ns "${be[@]}"); c1=$(runtime_ns "$pb")
+        a1=$(sched_totals "${PROXY[$t]}"); b1=$(sched_totals "${be[@]}"); c1=$(sched_totals "$pb")
         wait "$bp" || die "pgbench against $t failed ($TMP/$t-cpu-$r.log)"
         tps=$(awk '/^tps = / {print $3; exit}' "$TMP/$t-cpu-$r.log")
-        per() { awk -v d="$(($2 - $1))" -v t="$tps" -v w="$window" 'BEGIN {printf "%.1f", d / 1e3 / (t * w)}'; }
-        CPU_PROXY[$t]+="$(per "$a0" "$a1") "; CPU_PG[$t]+="$(per "$b0" "$b1") "; CPU_BENCH[$t]+="$(per "$c0" "$c1") "
+        # per BEFORE AFTER FIELD: FIELD 1 (CPU, µs) or 2, 3 (switches) of two sched_totals, per transaction
+        per() { awk -v a="$1" -v b="$2" -v f="$3" -v t="$tps" -v w="$window" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); d = (y[f] - x[f]) / (t * w)
+            if (f == 1) printf "%.1f", d / 1e3; else printf "%.3f", d }'; }
+        for who in "PROXY a" "PG b" "BENCH c"; do
+            declare -n before=${who#* }0 after=${who#* }1 cpu=CPU_${who% *} vol=VOL_${who% *} invol=INVOL_${who% *}
+            cpu[$t]+="$(per "$before" "$after" 1) "; vol[$t]+="$(per "$before" "$after" 2) "; invol[$t]+="$(per "$before" "$after" 3) "
+            unset -n before after cpu vol invol
+        done
         TPS[$t]+="${tps%.*} "
         say "$t run $r: ${tps%.*} tps"
     done
@@ -182,10 +193,11 @@ echo "|---|---:|---:|"
 echo "| user-space instructions (callgrind) | ${IR[pgbouncer]} | ${IR[pgtenant]} |"
 echo "| L1 data lines missed, read + written (cache simulation: $CACHE) | ${D1R[pgbouncer]} + ${D1W[pgbouncer]} | ${D1R[pgtenant]} + ${D1W[pgtenant]} |"
 echo "| L1 instruction lines missed | ${I1R[pgbouncer]} | ${I1R[pgtenant]} |"
-for pair in "proxy CPU_PROXY" "PostgreSQL backends CPU_PG" "pgbench CPU_BENCH"; do
+for pair in "proxy PROXY" "PostgreSQL backends PG" "pgbench BENCH"; do
     name=${pair% *}; var=${pair##* }
-    declare -n arr=$var
+    declare -n arr=CPU_$var vol=VOL_$var invol=INVOL_$var
     echo "| $name, CPU µs (median of $RUNS; runs) | $(median <<<"${arr[pgbouncer]}") (${arr[pgbouncer]% }) | $(median <<<"${arr[pgtenant]}") (${arr[pgtenant]% }) |"
-    unset -n arr
+    echo "| $name, context switches, voluntary + involuntary (medians) | $(median <<<"${vol[pgbouncer]}") + $(median <<<"${invol[pgbouncer]}") | $(median <<<"${vol[pgtenant]}") + $(median <<<"${invol[pgtenant]}") |"
+    unset -n arr vol invol
 done
 echo "| tps (median; runs) | $(median <<<"${TPS[pgbouncer]}") (${TPS[pgbouncer]% }) | $(median <<<"${TPS[pgtenant]}") (${TPS[pgtenant]% }) |"
