@@ -23,7 +23,7 @@ pub(crate) struct StatsKey {
 /// [`TenantStats::totals`] returns.
 ///
 /// `repr(C)`: in the order written, so that what a transaction adds to (the counts, `touched`,
-/// the low buckets of the duration histogram) shares two cache lines.
+/// the low buckets of the duration histogram) sits together at its start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct Tally {
