@@ -13,6 +13,7 @@ use dashmap::DashMap;
 
 use super::Pools;
 use crate::routing::PoolKey;
+use crate::tenant::name::same_tenant;
 
 /// One pool (`SHOW POOLS`).
 #[derive(Debug, Clone)]
@@ -94,10 +95,7 @@ impl ServerEntry {
     pub(super) fn mark_active(&self, tenant: &Arc<str>) {
         let mut live = self.live();
         live.state = ServerState::Active;
-        let same = live
-            .tenant
-            .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t, tenant) || **t == **tenant);
+        let same = live.tenant.as_ref().is_some_and(|t| same_tenant(t, tenant));
         if !same {
             live.tenant = Some(tenant.clone());
         }

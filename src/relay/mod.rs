@@ -51,6 +51,7 @@ use crate::server::Shared;
 use crate::session::login::{self, LoggedIn};
 use crate::session::registry::{ClientInfo, ClientState, Stop};
 use crate::stream::ClientStream;
+use crate::tenant::name::same_tenant;
 
 /// Stop reading one side while this much is queued for the other (backpressure).
 const HIGH_WATER: usize = 256 * 1024;
@@ -426,7 +427,7 @@ impl Relay {
         }
         let foreign = match &conn.state {
             SessionState::Clean => false,
-            SessionState::UsedBy(t) => !Arc::ptr_eq(t, &route.tenant) && **t != *route.tenant,
+            SessionState::UsedBy(t) => !same_tenant(t, &route.tenant),
         };
         // Guarded sessions say what they left behind; others may have left anything.
         if conn.needs_reset || (foreign && conn.dirty_session) {

@@ -1,5 +1,14 @@
 //! What a tenant name may look like. Names end up in database, schema and role templates, so
-//! they are restricted to characters that need no quoting anywhere.
+//! they are restricted to characters that need no quoting anywhere. And when two names are
+//! the same tenant.
+
+use std::sync::Arc;
+
+/// Whether two names are the same tenant: by pointer first (a listed tenant's sessions share
+/// one name), then by text (unlisted tenants, and names from before a reload).
+pub(crate) fn same_tenant(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
 
 pub(crate) fn valid_tenant_name(name: &str) -> bool {
     !name.is_empty()
