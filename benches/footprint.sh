@@ -157,6 +157,12 @@ declare -A CPU_PROXY CPU_PG CPU_BENCH VOL_PROXY VOL_PG VOL_BENCH INVOL_PROXY INV
 for t in pgbouncer pgtenant; do PIDS+=("$(start "$t")"); done
 declare -A PROXY=([pgbouncer]=${PIDS[-2]} [pgtenant]=${PIDS[-1]})
 window=$((SECONDS_PER_RUN - 4))
+# per BEFORE AFTER FIELD: of two sched_totals samples, FIELD 1 (CPU, µs) or 2, 3 (switches)
+# per transaction of a run of $tps over $window seconds
+per() { awk -v a="$1" -v b="$2" -v f="$3" -v t="$tps" -v w="$window" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); d = (y[f] - x[f]) / (t * w)
+    if (f == 1) printf "%.1f", d / 1e3; else printf "%.3f", d }'; }
+declare -A BEFORE AFTER
 for ((r = 1; r <= RUNS; r++)); do
     for t in pgbouncer pgtenant; do
         bench "$t" -T "$SECONDS_PER_RUN" >"$TMP/$t-cpu-$r.log" 2>&1 &
@@ -164,19 +170,17 @@ for ((r = 1; r <= RUNS; r++)); do
         sleep 2
         mapfile -t be < <(backends)
         pb=$(pgrep -P "$bp" -x pgbench || echo "$bp") # the function's subshell runs pgbench
-        a0=$(sched_totals "${PROXY[$t]}"); b0=$(sched_totals "${be[@]}"); c0=$(sched_totals "$pb")
+        BEFORE=([PROXY]=$(sched_totals "${PROXY[$t]}") [PG]=$(sched_totals "${be[@]}") [BENCH]=$(sched_totals "$pb"))
         sleep "$window"
-        a1=$(sched_totals "${PROXY[$t]}"); b1=$(sched_totals "${be[@]}"); c1=$(sched_totals "$pb")
+        AFTER=([PROXY]=$(sched_totals "${PROXY[$t]}") [PG]=$(sched_totals "${be[@]}") [BENCH]=$(sched_totals "$pb"))
         wait "$bp" || die "pgbench against $t failed ($TMP/$t-cpu-$r.log)"
         tps=$(awk '/^tps = / {print $3; exit}' "$TMP/$t-cpu-$r.log")
-        # per BEFORE AFTER FIELD: FIELD 1 (CPU, µs) or 2, 3 (switches) of two sched_totals, per transaction
-        per() { awk -v a="$1" -v b="$2" -v f="$3" -v t="$tps" -v w="$window" 'BEGIN {
-            split(a, x, " "); split(b, y, " "); d = (y[f] - x[f]) / (t * w)
-            if (f == 1) printf "%.1f", d / 1e3; else printf "%.3f", d }'; }
-        for who in "PROXY a" "PG b" "BENCH c"; do
-            declare -n before=${who#* }0 after=${who#* }1 cpu=CPU_${who% *} vol=VOL_${who% *} invol=INVOL_${who% *}
-            cpu[$t]+="$(per "$before" "$after" 1) "; vol[$t]+="$(per "$before" "$after" 2) "; invol[$t]+="$(per "$before" "$after" 3) "
-            unset -n before after cpu vol invol
+        for who in PROXY PG BENCH; do
+            declare -n cpu=CPU_$who vol=VOL_$who invol=INVOL_$who
+            cpu[$t]+="$(per "${BEFORE[$who]}" "${AFTER[$who]}" 1) "
+            vol[$t]+="$(per "${BEFORE[$who]}" "${AFTER[$who]}" 2) "
+            invol[$t]+="$(per "${BEFORE[$who]}" "${AFTER[$who]}" 3) "
+            unset -n cpu vol invol
         done
         TPS[$t]+="${tps%.*} "
         say "$t run $r: ${tps%.*} tps"
