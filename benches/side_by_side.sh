@@ -34,7 +34,10 @@
 #   IDLE_SLEEP [15]       seconds each idle client sleeps (must exceed the connect time)
 #   PG_BIN [/usr/lib/postgresql/15/bin]
 #   PGBOUNCER [/usr/sbin/pgbouncer]
-#   PGTENANT_BIN [target/release/pgtenant]; SKIP_BUILD=1 skips `cargo build --release`
+#   BUILD [pgo]           how pgtenant is built (unless SKIP_BUILD=1): pgo = pgo/build.sh, the
+#                         release build with the committed profile (target/pgo/release/pgtenant);
+#                         plain = `cargo build --release` (target/release/pgtenant)
+#   PGTENANT_BIN [the binary BUILD makes]; SKIP_BUILD=1 skips the build
 #   PGTENANT_WORKERS [0]  pgtenant runtime worker threads (0 = one per CPU)
 #   pgtenant-db-storm, pgbouncer-storm (not in the default list): pgtenant-db / pgbouncer while
 #                         a second pgbench opens a new connection per transaction (-C) with
@@ -55,7 +58,7 @@ set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP PGTENANT_BIN SKIP_BUILD BASE_BIN BASE_WORKERS STORM_CLIENTS; do
+for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP BUILD PGTENANT_BIN SKIP_BUILD BASE_BIN BASE_WORKERS STORM_CLIENTS; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -75,11 +78,17 @@ IDLE_SLEEP=${IDLE_SLEEP:-15}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 SKIP_BUILD=${SKIP_BUILD:-0}
+BUILD=${BUILD:-pgo}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/configs.sh
 source "$REPO/benches/configs.sh"
-PGTENANT_BIN=${PGTENANT_BIN:-$REPO/target/release/pgtenant}
+case $BUILD in
+    pgo) BUILT_BIN=$REPO/target/pgo/release/pgtenant ;;
+    plain) BUILT_BIN=$REPO/target/release/pgtenant ;;
+    *) printf '\nERROR: BUILD must be pgo or plain (got %s)\n' "$BUILD" >&2; exit 1 ;;
+esac
+PGTENANT_BIN=${PGTENANT_BIN:-$BUILT_BIN}
 RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 CSV=$RESULTS_DIR/side_by_side-$STAMP.csv
@@ -127,9 +136,14 @@ if ! ulimit -n 8192 2>/dev/null; then
 fi
 
 if [[ $SKIP_BUILD != 1 ]]; then
-    log "building pgtenant (cargo build --release)"
-    (cd "$REPO" && cargo build --release) >"${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" 2>&1 \
-        || { tail -40 "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" >&2; die "cargo build --release failed"; }
+    if [[ $BUILD == pgo ]]; then
+        build=("$REPO/pgo/build.sh")
+    else
+        build=(cargo build --release)
+    fi
+    log "building pgtenant (${build[*]#"$REPO/"})"
+    (cd "$REPO" && "${build[@]}") >"${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" 2>&1 \
+        || { tail -40 "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log" >&2; die "building pgtenant failed"; }
     rm -f "${TMPDIR:-/tmp}/pgtenant-bench-build.$$.log"
 fi
 [[ -x $PGTENANT_BIN ]] || die "pgtenant binary not found at $PGTENANT_BIN"
@@ -271,8 +285,12 @@ start_pgtenant() {
     PGTENANT_PID=$!
     wait_port "$PGT_PORT" pgtenant "$PGTENANT_PID"
 }
-PGTENANT_DESC="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+uncommitted changes')"
-[[ $PGTENANT_BIN -ef $REPO/target/release/pgtenant ]] || PGTENANT_DESC="binary $PGTENANT_BIN (repo at $PGTENANT_DESC)"
+PGTENANT_DESC="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock pgo 2>/dev/null || echo '+uncommitted changes')"
+if [[ $PGTENANT_BIN -ef $BUILT_BIN ]]; then
+    PGTENANT_DESC="$PGTENANT_DESC, $BUILD build"
+else
+    PGTENANT_DESC="binary $PGTENANT_BIN (repo at $PGTENANT_DESC)"
+fi
 log "pgtenant $PGTENANT_DESC on 127.0.0.1:$PGT_PORT"
 start_pgtenant
 if [[ " $TARGETS " == *" pgtenant-db-base "* ]]; then
