@@ -29,7 +29,7 @@ if ((ours < made_with)); then
     die "the profile was written by LLVM $made_with and $(rustc --version) has LLVM $ours, which cannot read it: make a profile with this toolchain (pgo/profile.sh) or build without one (cargo build --release)"
 fi
 
-made_at=$(sed -n 's/^commit: *//p' "$INFO")
+made_at=$(sed -n 's/^commit: *\([0-9a-f]*\).*/\1/p' "$INFO")
 if [[ -n $made_at ]] && git rev-parse -q --verify "$made_at^{commit}" >/dev/null 2>&1 \
     && ! git diff --quiet "$made_at" -- src Cargo.lock; then
     printf 'pgo/build.sh: src/ or Cargo.lock changed since the profile was made (at %s): what changed is built without it; pgo/profile.sh makes a fresh one\n' "$made_at" >&2

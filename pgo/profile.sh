@@ -72,7 +72,7 @@ raws=("$RAW"/pgtenant-*.profraw)
 cat >"$INFO" <<EOF
 llvm-major: $major
 rustc: $(rustc --version)
-commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.lock 2>/dev/null || echo " with uncommitted changes to src/ or Cargo.lock")
 made: $(date -u +%Y-%m-%d)
 workload: pgo/profile.sh (pgbench -S simple/extended/prepared at 16 and 100 clients; database, shared and shared-mix tenants; a login storm)
 EOF
