@@ -83,12 +83,6 @@ BUILD=${BUILD:-pgo}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/configs.sh
 source "$REPO/benches/configs.sh"
-case $BUILD in
-    pgo) BUILT_BIN=$REPO/target/pgo/release/pgtenant ;;
-    plain) BUILT_BIN=$REPO/target/release/pgtenant ;;
-    *) printf '\nERROR: BUILD must be pgo or plain (got %s)\n' "$BUILD" >&2; exit 1 ;;
-esac
-PGTENANT_BIN=${PGTENANT_BIN:-$BUILT_BIN}
 RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 CSV=$RESULTS_DIR/side_by_side-$STAMP.csv
@@ -97,6 +91,13 @@ CMDLINE="REPEAT=$REPEAT DURATION=$DURATION POOL=$POOL ${EXTRA_ENV}benches/side_b
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+case $BUILD in
+    pgo) BUILT_BIN=$REPO/target/pgo/release/pgtenant ;;
+    plain) BUILT_BIN=$REPO/target/release/pgtenant ;;
+    *) die "BUILD must be pgo or plain (got '$BUILD')" ;;
+esac
+PGTENANT_BIN=${PGTENANT_BIN:-$BUILT_BIN}
 
 for v in REPEAT DURATION POOL THREADS SCALE IDLE_CLIENTS IDLE_SLEEP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
