@@ -22,6 +22,7 @@
 #![deny(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
 
 pub(crate) mod admin;
+pub(crate) mod affinity;
 pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod backend;

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
 
 /// A single-threaded runtime, or the exit code `failure` after saying why there is none.
 fn runtime(failure: ExitCode) -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
+    pgtenant::server::runtime_builder()
         .enable_all()
         .build()
         .map_err(|e| {

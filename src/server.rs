@@ -347,6 +347,7 @@ impl Proxy {
             None => None,
         };
         let workers = config.workers();
+        let lane_cpus = config.lane_cpus();
         let listen = config.server.listen;
         let listener = bind(listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -388,7 +389,9 @@ impl Proxy {
         let slots = Arc::new(Semaphore::new(max_clients));
         let lanes = match workers {
             0 | 1 => None,
-            n => Some(Arc::new(Lanes::start(n - 1).map_err(StartError::Workers)?)),
+            n => Some(Arc::new(
+                Lanes::start(n - 1, lane_cpus.as_ref()).map_err(StartError::Workers)?,
+            )),
         };
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -514,11 +517,23 @@ async fn accept_loop(
             }
         };
         let slot = slots.clone().try_acquire_owned().ok();
-        let lane = lanes.as_ref().map_or(Lane::Own, |l| l.pick());
+        let (lane, seat) = match &lanes {
+            Some(l) => {
+                let cpu = if l.pinned() {
+                    crate::affinity::incoming_cpu(&tcp)
+                } else {
+                    None
+                };
+                let (lane, seat) = l.pick(cpu);
+                (lane, Some(seat))
+            }
+            None => (Lane::Own, None),
+        };
         let ctx = SessionCtx {
             shared: shared.clone(),
             peer,
             lane: lane.index(),
+            _seat: seat,
         };
         match lane {
             Lane::Own => {
@@ -546,10 +561,27 @@ async fn accept_loop(
     }
 }
 
+/// The single-threaded runtime `pgtenant run` starts the proxy on (lane 0). The threads of
+/// its blocking pool (password hashing, JWT checks) may run on every CPU the process may run
+/// on now, even once this thread is pinned to one (`server.cpu_affinity`).
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    if let Some(all) = crate::affinity::CpuSet::of_this_thread() {
+        builder.on_thread_start(move || {
+            let _ = all.apply();
+        });
+    }
+    builder
+}
+
 /// Runs the proxy from a configuration file until SIGTERM (graceful), SIGINT (fast) or the
 /// console's `SHUTDOWN`; `SIGHUP` reloads the file.
 pub async fn run_until_signal(path: &Path) -> Result<(), StartError> {
     let proxy = Proxy::start_from_file(path).await?;
+    // This thread is the process's own: lane 0, pinned like the others if they are.
+    if let Some(lanes) = &proxy._lanes {
+        lanes.pin_own_thread();
+    }
     let fast = wait_for_stop(&proxy).await;
     tracing::info!(fast, "shutting down");
     if fast {

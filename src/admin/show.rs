@@ -147,6 +147,7 @@ fn clients(shared: &Shared) -> Table {
         ("connect_time", Text),
         ("pid", Int8),
         ("pool_mode", Text),
+        ("lane", Int8),
     ]);
     let mut all = shared.clients.all();
     all.sort_by_key(|c| c.who.id);
@@ -165,6 +166,7 @@ fn clients(shared: &Shared) -> Table {
             time(c.connected_at),
             s(c.who.id),
             s(mode(c.who.mode)),
+            s(c.who.lane),
         ]);
     }
     t

@@ -99,6 +99,8 @@ pub(crate) struct ServerSettings {
     pub(crate) fast_shutdown_timeout: Duration,
     /// Runtime worker threads; 0 means one per CPU.
     pub(crate) workers: usize,
+    /// Whether the worker threads are pinned to CPUs.
+    pub(crate) cpu_affinity: CpuAffinity,
     /// Where Prometheus scrapes `/metrics`; `None` turns the endpoint off.
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// Label metrics by tenant (`all`) or not (`none`, bounded cardinality).
@@ -110,6 +112,17 @@ pub(crate) struct ServerSettings {
     /// A client idle inside a transaction this long is closed and its transaction rolled
     /// back; zero: never.
     pub(crate) idle_transaction_timeout: Duration,
+}
+
+/// `server.cpu_affinity`: whether each worker thread (lane) is pinned to a CPU of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CpuAffinity {
+    /// Pinned when there is one lane for each CPU the process may run on, and more than one.
+    Auto,
+    /// Pinned whenever there is more than one lane (in turn, if there are more lanes than
+    /// CPUs).
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +277,20 @@ impl Config {
         match self.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        }
+    }
+
+    /// The CPUs to pin the lanes to (`server.cpu_affinity`), or `None` to leave them to the
+    /// scheduler.
+    pub(crate) fn lane_cpus(&self) -> Option<crate::affinity::CpuSet> {
+        let workers = self.workers();
+        if workers < 2 || self.server.cpu_affinity == CpuAffinity::Off {
+            return None;
+        }
+        let allowed = crate::affinity::CpuSet::of_this_thread()?;
+        match self.server.cpu_affinity {
+            CpuAffinity::On => Some(allowed),
+            _ => (allowed.cpus().len() == workers).then_some(allowed),
         }
     }
 

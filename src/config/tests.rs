@@ -62,6 +62,30 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn cpu_affinity_takes_auto_on_or_off() {
+    let e = err(&format!("{SHARD}[server]\ncpu_affinity = \"yes\"\n"));
+    assert!(
+        e.contains("server.cpu_affinity") && e.contains("\"auto\", \"on\" or \"off\""),
+        "{e}"
+    );
+    let pinned = |extra: &str| {
+        Config::from_toml_str(&format!("{SHARD}[server]\n{extra}\n"))
+            .expect("valid")
+            .lane_cpus()
+    };
+    // One lane is never pinned, nor lanes with `off`; `on` pins two lanes whatever the CPUs.
+    assert_eq!(pinned("workers = 1\ncpu_affinity = \"on\""), None);
+    assert_eq!(pinned("workers = 2\ncpu_affinity = \"off\""), None);
+    let all = crate::affinity::CpuSet::of_this_thread();
+    assert_eq!(pinned("workers = 2\ncpu_affinity = \"on\""), all);
+    // `auto` (the default): pinned when there is one lane per CPU the process may run on.
+    let cpus = all.as_ref().map_or(0, |a| a.cpus().len());
+    let auto = pinned(&format!("workers = {cpus}"));
+    assert_eq!(auto, if cpus > 1 { all.clone() } else { None });
+    assert_eq!(pinned(&format!("workers = {}", cpus + 1)), None);
+}
+
+#[test]
 fn unknown_keys_are_refused() {
     let e = err(&format!("{SHARD}[pool]\ndefault_pool_sise = 5\n"));
     assert!(e.contains("default_pool_sise"), "{e}");

@@ -3,8 +3,8 @@
 use super::model::{RawConfig, RawPool, RawRule, RawShard, RawTenancy, RawTenant, RawUser};
 use super::template::Template;
 use super::{
-    Config, ConfigError, PlacementKind, PoolMode, PoolSettings, Rule, ServerSettings, Shard,
-    Source, Tenancy, TenantEntry, TenantStatus, TlsSettings, User,
+    Config, ConfigError, CpuAffinity, PlacementKind, PoolMode, PoolSettings, Rule, ServerSettings,
+    Shard, Source, Tenancy, TenantEntry, TenantStatus, TlsSettings, User,
 };
 use crate::auth::scram::Verifier;
 use crate::tenant::name::valid_tenant_name;
@@ -32,6 +32,17 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             raw.server.fast_shutdown_timeout,
         )?,
         workers: raw.server.workers as usize,
+        cpu_affinity: match raw.server.cpu_affinity.as_str() {
+            "auto" => CpuAffinity::Auto,
+            "on" => CpuAffinity::On,
+            "off" => CpuAffinity::Off,
+            other => {
+                return Err(ConfigError::invalid(
+                    "server.cpu_affinity",
+                    format!("{other:?}: use \"auto\", \"on\" or \"off\""),
+                ));
+            }
+        },
         metrics_addr: match raw.server.metrics_addr.as_str() {
             "" | "off" => None,
             addr => Some(addr.parse().map_err(|e| {

@@ -28,6 +28,8 @@ pub(crate) struct SessionCtx {
     pub(crate) peer: SocketAddr,
     /// The lane (`crate::lanes`) the session runs on.
     pub(crate) lane: usize,
+    /// Counts the session in its lane's load while it lasts (`None`: a single lane).
+    pub(crate) _seat: Option<crate::lanes::Seat>,
 }
 
 #[derive(Debug, Error)]
@@ -219,6 +221,7 @@ pub(crate) async fn run(ctx: SessionCtx, tcp: TcpStream, slot: Option<OwnedSemap
             peer: ctx.peer,
             tls,
             mode: route.mode,
+            lane: ctx.lane,
         },
         route.key.clone(),
     );

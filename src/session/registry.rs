@@ -56,6 +56,8 @@ pub(crate) struct Identity {
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) mode: PoolMode,
+    /// The worker thread (`crate::lanes`) its session runs on.
+    pub(crate) lane: usize,
 }
 
 /// One client, as the rest of the process sees it.
