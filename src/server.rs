@@ -259,6 +259,10 @@ fn warn_restart_only(old: &Config, new: &Config) {
             old.server.log_json != new.server.log_json,
         ),
         ("server.workers", old.server.workers != new.server.workers),
+        (
+            "server.cpu_affinity",
+            old.server.cpu_affinity != new.server.cpu_affinity,
+        ),
         ("tls", old.tls.is_some() != new.tls.is_some()),
     ];
     for (key, differs) in changed {
