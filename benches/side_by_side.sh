@@ -52,13 +52,15 @@
 #                         PostgreSQL's 300 connections less the pools
 #   BASE_BIN []           a second pgtenant binary (e.g. an older build) for the target
 #   BASE_WORKERS [PGTENANT_WORKERS]  runtime worker threads of the BASE_BIN process
+#   BASE_AFFINITY []      server.cpu_affinity of the BASE_BIN process (auto, on or off; unset:
+#                         the key is left out, for builds that do not know it)
 #                         pgtenant-db-base: the same tenant as pgtenant-db, in the same run
 #   RESULTS_DIR [benches/results]
 set -euo pipefail
 
 # Tunables set explicitly (for the command line printed with the results).
 EXTRA_ENV=
-for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP BUILD PGTENANT_BIN SKIP_BUILD BASE_BIN BASE_WORKERS STORM_CLIENTS; do
+for v in CLIENTS THREADS PROTOCOLS SCRIPT TARGETS SCALE IDLE_CLIENTS IDLE_SLEEP BUILD PGTENANT_BIN SKIP_BUILD BASE_BIN BASE_WORKERS BASE_AFFINITY STORM_CLIENTS; do
     if [[ -v $v ]]; then printf -v EXTRA_ENV '%s%s=%q ' "$EXTRA_ENV" "$v" "${!v}"; fi
 done
 
@@ -298,6 +300,9 @@ if [[ " $TARGETS " == *" pgtenant-db-base "* ]]; then
     # The same configuration on its own port, without the keys an older build may not know.
     sed -e "s/^listen = .*/listen = \"127.0.0.1:$BASE_PORT\"/" \
         -e "s/^workers = .*/workers = ${BASE_WORKERS:-${PGTENANT_WORKERS:-0}}/" "$TMP/pgtenant.toml" >"$TMP/pgtenant-base.toml"
+    if [[ -n ${BASE_AFFINITY:-} ]]; then
+        sed -i "s/^workers = .*/&\ncpu_affinity = \"$BASE_AFFINITY\"/" "$TMP/pgtenant-base.toml"
+    fi
     NO_COLOR=1 RUST_LOG=${PGTENANT_LOG:-warn} setsid "$BASE_BIN" run --config "$TMP/pgtenant-base.toml" >>"$TMP/pgtenant-base.log" 2>&1 &
     BASE_PID=$!
     wait_port "$BASE_PORT" "pgtenant (BASE_BIN)" "$BASE_PID"
@@ -699,7 +704,7 @@ cell() { echo "$(ratio "${M[$1]}" "${M[$2]}") ($(paired "${TPS["$proto $c $1"]:-
     fi
     if has pgtenant-db-base; then
         echo
-        echo "pgtenant-db-base: the same tenant through BASE_BIN ($BASE_BIN), a second pgtenant process on its own port."
+        echo "pgtenant-db-base: the same tenant through BASE_BIN ($BASE_BIN), a second pgtenant process on its own port${BASE_AFFINITY:+, with cpu_affinity = \"$BASE_AFFINITY\"}."
     fi
     if [[ " $TARGETS " == *" forward-"* ]]; then
         echo
