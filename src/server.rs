@@ -315,7 +315,7 @@ pub struct Proxy {
     max_clients: usize,
     /// The worker threads besides the current runtime's: they end when the proxy is dropped
     /// (or shut down) and its accept loop is gone.
-    _lanes: Option<Arc<Lanes>>,
+    lanes: Option<Arc<Lanes>>,
 }
 
 /// How long clients asked to stop now get to go before shutdown returns anyway.
@@ -429,7 +429,7 @@ impl Proxy {
             background,
             slots,
             max_clients,
-            _lanes: lanes,
+            lanes,
         })
     }
 
@@ -583,7 +583,7 @@ pub fn runtime_builder() -> tokio::runtime::Builder {
 pub async fn run_until_signal(path: &Path) -> Result<(), StartError> {
     let proxy = Proxy::start_from_file(path).await?;
     // This thread is the process's own: lane 0, pinned like the others if they are.
-    if let Some(lanes) = &proxy._lanes {
+    if let Some(lanes) = &proxy.lanes {
         lanes.pin_own_thread();
     }
     let fast = wait_for_stop(&proxy).await;
