@@ -25,10 +25,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::watch;
 
-use crate::affinity::CpuSet;
+use crate::affinity::{CpuSet, incoming_cpu};
 
 /// The lanes besides the one the proxy was started on; dropping it ends their threads (and
 /// whatever still runs on them).
@@ -91,20 +92,15 @@ impl Lanes {
             let (tx, rx) = std::sync::mpsc::channel();
             let mut stopped = stop.subscribe();
             let cpu = cpus.get(i).copied();
-            let all = pin.cloned();
             std::thread::Builder::new()
                 .name(format!("pgtenant-lane-{i}"))
                 .spawn(move || {
+                    // Before the pin: its blocking pool gets the CPUs this thread has now.
+                    let mut builder = runtime_builder();
                     if let Some(cpu) = cpu
                         && let Err(e) = CpuSet::pin_to(cpu)
                     {
                         tracing::warn!(lane = i, cpu, error = %e, "could not pin a worker thread");
-                    }
-                    let mut builder = Builder::new_current_thread();
-                    if let Some(all) = all {
-                        builder.on_thread_start(move || {
-                            let _ = all.apply();
-                        });
                     }
                     let rt = match builder.enable_all().build() {
                         Ok(rt) => rt,
@@ -141,11 +137,15 @@ impl Lanes {
         }
     }
 
-    /// The lane for a new client whose packets arrive on `cpu`: with pinned lanes, the one
-    /// pinned to that CPU unless it holds well over its share ([`choose`]); otherwise the
+    /// The lane for the new client `tcp`: with pinned lanes, the one pinned to the CPU its
+    /// packets arrive on unless it holds well over its share ([`choose`]); otherwise the
     /// next lane in turn.
-    pub(crate) fn pick(&self, cpu: Option<usize>) -> (Lane<'_>, Seat) {
-        let preferred = cpu.and_then(|c| self.cpus.iter().position(|&p| p == c));
+    pub(crate) fn pick(&self, tcp: &TcpStream) -> (Lane<'_>, Seat) {
+        let preferred = if self.cpus.is_empty() {
+            None
+        } else {
+            incoming_cpu(tcp).and_then(|c| self.cpus.iter().position(|&p| p == c))
+        };
         let n = match preferred {
             Some(_) => {
                 let loads: Vec<usize> = self
@@ -171,12 +171,19 @@ impl Lanes {
         };
         (lane, seat)
     }
+}
 
-    /// Whether the lanes are pinned to CPUs (the accept loop then asks where a client's
-    /// packets arrive).
-    pub(crate) fn pinned(&self) -> bool {
-        !self.cpus.is_empty()
+/// A single-threaded runtime for a lane. The threads of its blocking pool (password hashing,
+/// JWT checks) may run on every CPU the calling thread may run on now, even once the lane's
+/// thread is pinned to one (`server.cpu_affinity`).
+pub(crate) fn runtime_builder() -> Builder {
+    let mut builder = Builder::new_current_thread();
+    if let Some(all) = CpuSet::of_this_thread() {
+        builder.on_thread_start(move || {
+            let _ = all.apply();
+        });
     }
+    builder
 }
 
 /// The lane for a new session, given each lane's sessions (`loads`) and the lane pinned to

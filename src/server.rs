@@ -523,12 +523,7 @@ async fn accept_loop(
         let slot = slots.clone().try_acquire_owned().ok();
         let (lane, seat) = match &lanes {
             Some(l) => {
-                let cpu = if l.pinned() {
-                    crate::affinity::incoming_cpu(&tcp)
-                } else {
-                    None
-                };
-                let (lane, seat) = l.pick(cpu);
+                let (lane, seat) = l.pick(&tcp);
                 (lane, Some(seat))
             }
             None => (Lane::Own, None),
@@ -565,17 +560,10 @@ async fn accept_loop(
     }
 }
 
-/// The single-threaded runtime `pgtenant run` starts the proxy on (lane 0). The threads of
-/// its blocking pool (password hashing, JWT checks) may run on every CPU the process may run
-/// on now, even once this thread is pinned to one (`server.cpu_affinity`).
+/// The single-threaded runtime `pgtenant run` starts the proxy on (lane 0): a lane's
+/// runtime, whose blocking pool is not held to the CPU this thread is pinned to later.
 pub fn runtime_builder() -> tokio::runtime::Builder {
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    if let Some(all) = crate::affinity::CpuSet::of_this_thread() {
-        builder.on_thread_start(move || {
-            let _ = all.apply();
-        });
-    }
-    builder
+    crate::lanes::runtime_builder()
 }
 
 /// Runs the proxy from a configuration file until SIGTERM (graceful), SIGINT (fast) or the
